@@ -1,0 +1,194 @@
+"""The application-facing object: register tasks, enqueue jobs, close.
+
+    bridge = Bridge.from_config()
+
+    @bridge.task(retries=3)
+    def fetch(url: str) -> None: ...
+
+    fetch.enqueue("https://example.com")                  # -> JobRef(id=..., backend="primary")
+    fetch.with_options(delay=30, queue="slow").enqueue("https://example.com")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from queuebridge.backend import Backend
+from queuebridge.envelope import Envelope
+from queuebridge.errors import ConfigError, TaskError
+from queuebridge.plugins import PluginManager
+from queuebridge.registry import BoundTask, JobOptions, Task, TaskRegistry, _Enqueuer
+from queuebridge.router import Router
+from queuebridge.settings import RouterSettings, Settings, SpoolSettings
+
+__all__ = ["Bridge", "JobRef"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """What an enqueue returns: the job's id and where it went (a backend name or ``spool``)."""
+
+    id: str
+    backend: str
+    task: str
+    queue: str
+
+
+class Bridge(_Enqueuer):
+    """Tasks, backends and the router, for one application. Thread-safe.
+
+    Build it from config (:meth:`from_config`) or in code from backend objects.
+    Nothing connects until the first operation.
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        *,
+        router: RouterSettings | None = None,
+        spool: SpoolSettings | None = None,
+        plugins: PluginManager | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        if not backends:
+            raise ConfigError("queuebridge.backends", "at least one backend is required")
+        names = [backend.name for backend in backends]
+        if len(set(names)) != len(names):
+            raise ConfigError("queuebridge.backends", f"duplicate backend names in {names}")
+        self.plugins = plugins or PluginManager(entry_points=False)
+        self.backends: dict[str, Backend] = {backend.name: backend for backend in backends}
+        self.settings = settings or Settings(
+            backends=tuple(backend.settings for backend in backends),
+            router=router or RouterSettings(),
+            spool=spool or SpoolSettings(enabled=False),
+        )
+        self.registry = TaskRegistry()
+        self.router = Router(list(backends), self.settings.router, self.plugins,
+                             spool=self.settings.spool)
+        for backend in backends:
+            self.plugins.backend_created(backend)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, plugins: PluginManager | None = None) -> Bridge:
+        """Build every configured backend through the registered backend types."""
+        plugins = plugins or PluginManager()
+        types = plugins.backend_types()
+        backends = []
+        for index, backend_settings in enumerate(settings.backends):
+            backend_type = types.get(backend_settings.type)
+            if backend_type is None:
+                raise ConfigError(
+                    f"queuebridge.backends[{index}].type",
+                    f"unknown backend type {backend_settings.type!r} "
+                    f"(installed: {', '.join(sorted(types)) or 'none'})",
+                )
+            backends.append(backend_type.backend_class.from_settings(backend_settings))
+        return cls(backends, plugins=plugins, settings=settings)
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        plugins: PluginManager | None = None,
+    ) -> Bridge:
+        """Load config (explicit path, ``$QUEUEBRIDGE_CONFIG``, ``./queuebridge.toml``,
+        ``[tool.queuebridge]`` in ``./pyproject.toml``, else the embedded default) and
+        build the Bridge. Raises :class:`ConfigError` naming the key's path."""
+        from queuebridge.config import load_settings
+
+        environ = os.environ if environ is None else environ
+        plugins = plugins or PluginManager(environ=environ)
+        settings = load_settings(
+            Path(path) if path is not None else None, environ=environ, plugins=plugins
+        )
+        return cls.from_settings(settings, plugins=plugins)
+
+    # -- tasks -----------------------------------------------------------------------
+
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, func: None = None, /, *, name: str | None = None, queue: str = "default",
+        retries: int = 0, timeout: float | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self,
+        func: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 0,
+        timeout: float | None = None,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a task: ``@bridge.task`` or ``@bridge.task(name=..., queue=...,
+        retries=..., timeout=...)``. The name defaults to ``module.qualname``."""
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            if "<locals>" in fn.__qualname__ and name is None:
+                raise TaskError(
+                    f"{fn.__qualname__}: a nested function needs an explicit name= "
+                    "(its qualname is not stable)"
+                )
+            task: Task[P, R] = Task(
+                fn, name=name or f"{fn.__module__}.{fn.__qualname__}", queue=queue,
+                retries=retries, timeout=timeout, bridge=self,
+            )
+            self.registry.add(task)
+            return task
+
+        return register(func) if func is not None else register
+
+    # -- enqueue ---------------------------------------------------------------------
+
+    def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> JobRef:
+        """Enqueue a registered task by name. Raises :class:`UnknownTaskError`."""
+        return self._submit([self.registry.get(task_name).job(args, kwargs)])[0]
+
+    def with_options(self, task_name: str, /, **options: Any) -> BoundTask[..., Any]:
+        """Job options for an enqueue by name:
+        ``bridge.with_options("app.fetch", delay=30).enqueue(url)``."""
+        return BoundTask(self.registry.get(task_name), JobOptions(**options))
+
+    def enqueue_many(self, jobs: Iterable[Envelope]) -> list[JobRef]:
+        """Send prepared jobs (``task.job(args, kwargs, options)``) in batches: the fast path."""
+        envelopes = list(jobs)
+        for envelope in envelopes:
+            self.registry.get(envelope.task)
+        return self._submit(envelopes)
+
+    def _submit(self, envelopes: Sequence[Envelope]) -> list[JobRef]:
+        placed = self.router.send_many(envelopes)
+        return [JobRef(env.id, backend, env.task, env.queue)
+                for env, backend in zip(envelopes, placed, strict=True)]
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the router's monitor and close every backend. Idempotent."""
+        self.router.close()
+        for backend in self.backends.values():
+            backend.close()
+
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Bridge backends={list(self.backends)} tasks={len(self.registry.names())}>"

@@ -1,0 +1,65 @@
+"""Validated, frozen settings objects. :mod:`queuebridge.config` builds them from TOML;
+code (and tests) may build them directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from queuebridge.backend import BackendSettings
+
+__all__ = ["RouterSettings", "Settings", "SpoolSettings", "WorkerSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """``[queuebridge.router]``: how jobs are routed between backends."""
+
+    deadline: float = 5.0
+    """Total seconds an enqueue may take, failovers included."""
+    probe_interval: float = 0.5
+    """First delay between probes of a down backend; doubles up to ``probe_max_interval``."""
+    probe_max_interval: float = 5.0
+    probe_jitter: float = 0.2
+    """Fraction of random jitter added to each probe delay."""
+    recovery_probes: int = 3
+    """Consecutive good probes before a down backend is trusted again (hysteresis)."""
+    failure_threshold: int = 1
+    """Consecutive failed sends that open the circuit (1: the first failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """``[queuebridge.spool]``: the local durable buffer used when every backend is down."""
+
+    enabled: bool = True
+    path: Path = Path(".queuebridge/spool.sqlite3")
+    max_jobs: int = 100_000
+    drain_batch: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """``[queuebridge.worker]``: defaults for ``queuebridge worker``."""
+
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 8
+    pool: str = "threads"
+    prefetch: int = 0
+    """Deliveries buffered per consumer beyond the pool size (0: one per free slot)."""
+    grace_period: float = 30.0
+    heartbeat_interval: float = 5.0
+    poll_timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole validated configuration."""
+
+    backends: tuple[BackendSettings, ...]
+    app: str | None = None
+    router: RouterSettings = field(default_factory=RouterSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    source: str = "<code>"
+    """Where the settings came from: a file path, or ``<default>`` / ``<code>``."""
