@@ -168,6 +168,12 @@ class Bridge(_Enqueuer):
         envelopes = list(jobs)
         for envelope in envelopes:
             self.registry.get(envelope.task)
+        return self.submit(envelopes)
+
+    def submit(self, envelopes: Sequence[Envelope]) -> list[JobRef]:
+        """Route prepared envelopes without checking the task registry: for producers that
+        do not import the task code (the CLI, another service). Workers still refuse names
+        they have not registered."""
         return self._submit(envelopes)
 
     def _submit(self, envelopes: Sequence[Envelope]) -> list[JobRef]:
