@@ -50,13 +50,16 @@ class ConfigError(QueueBridgeError):
     """The configuration is invalid.
 
     ``path`` is the dotted key path of the offending value, for example
-    ``queuebridge.backends[1].url``; it is part of the message.
+    ``queuebridge.backends[1].url``; ``source`` is the file it came from (empty when
+    unknown). Both are part of the message: ``source: path: message``.
     """
 
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: str, message: str, *, source: str = "") -> None:
         self.path = path
         self.reason = message
-        super().__init__(f"{path}: {message}" if path else message)
+        self.source = source
+        text = f"{path}: {message}" if path else message
+        super().__init__(f"{source}: {text}" if source else text)
 
 
 class PluginError(QueueBridgeError):
