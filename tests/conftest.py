@@ -1,0 +1,31 @@
+"""Fixtures for the real servers every suite shares.
+
+A missing server fails the run in CI (``CI=true``) and skips locally.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def server_missing(what: str) -> None:
+    """Fail in CI, skip elsewhere."""
+    message = f"{what} is not available"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI=true: a real-server test may not skip)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> None:
+    """The shared RabbitMQ on 127.0.0.1:5672 (guest/guest) answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=2) as sock:
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            if not sock.recv(8):
+                server_missing("RabbitMQ on 127.0.0.1:5672")
+    except OSError:
+        server_missing("RabbitMQ on 127.0.0.1:5672")
