@@ -26,6 +26,10 @@ def redact_url(url: str) -> str:
     except ValueError:
         return redact_text(url)
     netloc = parts.netloc
+    if "@" not in netloc and not _SECRET_QUERY.search(parts.query):
+        # Nothing to hide; urlunsplit would also drop the "//" of "memory://" or
+        # "filesystem:///abs/path" for schemes it does not know.
+        return url
     if "@" in netloc:
         userinfo, _, hostinfo = netloc.rpartition("@")
         if ":" in userinfo:
