@@ -68,6 +68,8 @@ class Task(Generic[P, R]):
         retries: int = 0,
         timeout: float | None = None,
         bridge: _Enqueuer,
+        retry_backoff: float | None = None,
+        retry_backoff_max: float | None = None,
     ) -> None:
         if not _NAME_RE.fullmatch(name):
             raise TaskError(f"invalid task name {name!r}")
@@ -80,6 +82,10 @@ class Task(Generic[P, R]):
         self.queue = validate_queue_name(queue)
         self.retries = retries
         self.timeout = timeout
+        self.retry_backoff = retry_backoff
+        """First retry delay in seconds (doubles per attempt); ``None``: the worker's."""
+        self.retry_backoff_max = retry_backoff_max
+        """Cap on the retry delay; ``None``: the worker's."""
         self._bridge = bridge
         functools.update_wrapper(self, func)
 

@@ -1,0 +1,195 @@
+"""One consumer thread per backend: lease jobs when a pool slot is free, keep the
+leases of running jobs alive, recover orphans, and ride out broker outages."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from queuebridge.backend import Backend, Delivery
+from queuebridge.errors import BackendError
+from queuebridge.worker.backoff import Reconnect
+from queuebridge.worker.options import WorkerOptions
+from queuebridge.worker.tracking import Job, Tracker
+
+__all__ = ["Consumer", "Shared"]
+
+log = logging.getLogger("queuebridge.worker")
+
+
+@dataclass(slots=True)
+class Shared:
+    """What every consumer shares with the worker."""
+
+    options: WorkerOptions
+    tracker: Tracker
+    slots: threading.Semaphore
+    work: queue.SimpleQueue[Job | None]
+    stopping: threading.Event
+    """Stop leasing new jobs (keep touching the running ones)."""
+    closed: threading.Event
+    """Exit now."""
+    wake: threading.Event
+    """Nudges the worker's main loop (a consumer went idle or gave up)."""
+
+
+class Consumer:
+    """Leases from one backend into the shared pool. Never dies of a broker error."""
+
+    def __init__(self, backend: Backend, shared: Shared,
+                 on_overrun: Callable[[Job], None] | None = None) -> None:
+        self.backend = backend
+        self.shared = shared
+        self.idle_epoch = -1
+        """The tracker epoch at the start of the last poll that found nothing."""
+        self.skipped = False
+        """Burst mode gave up on this backend (down at start, or down too long)."""
+        self.quiet = threading.Event()
+        """Set once this consumer has stopped leasing (so no lease escapes a drain)."""
+        self.down_since: float | None = None
+        self.polls_ok = 0
+        self._on_overrun = on_overrun
+        self._reconnect = Reconnect(shared.options.reconnect_backoff,
+                                    shared.options.reconnect_backoff_max)
+        self._pause_until = 0.0
+        now = time.monotonic()
+        self._next_touch = now + self._touch_interval
+        self._next_recover = now  # recover orphans of dead workers as soon as we start
+        self.thread = threading.Thread(target=self._run, name=f"qb-consumer-{backend.name}",
+                                       daemon=True)
+
+    @property
+    def _touch_interval(self) -> float:
+        return max(0.05, self.backend.settings.lease_timeout / 3)
+
+    def start(self) -> None:
+        """Start the consumer thread."""
+        self.thread.start()
+
+    def pause_until(self, when: float) -> None:
+        """Do not lease before monotonic ``when`` (a job arrived before it was due)."""
+        self._pause_until = max(self._pause_until, when)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        shared = self.shared
+        while not shared.closed.is_set():
+            try:
+                self._housekeeping()
+                if shared.stopping.is_set():
+                    self.quiet.set()
+                    shared.closed.wait(0.05)
+                    continue
+                self._poll_once()
+            except Exception:
+                # Last resort: a consumer thread must outlive any bug in one iteration.
+                log.exception("worker: consumer for backend %r failed; continuing",
+                              self.backend.name)
+                shared.stopping.wait(1.0)
+            if self.skipped:
+                self.quiet.set()
+                shared.wake.set()
+                return
+        self.quiet.set()
+
+    def _poll_once(self) -> None:
+        shared = self.shared
+        wait = self._pause_until - time.monotonic()
+        if wait > 0:
+            shared.stopping.wait(min(wait, shared.options.poll_timeout))
+            return
+        if not shared.slots.acquire(timeout=shared.options.poll_timeout):
+            return
+        delivery = self._reserve()
+        if delivery is None:
+            shared.slots.release()
+            return
+        job = Job(delivery, self.backend, self)
+        shared.tracker.add(job)
+        shared.work.put(job)
+
+    def _reserve(self) -> Delivery | None:
+        shared = self.shared
+        epoch = shared.tracker.epoch
+        try:
+            delivery = self.backend.reserve(shared.options.queues, shared.options.poll_timeout)
+        except BackendError as exc:
+            self._outage(exc)
+            return None
+        self._resumed()
+        if delivery is None:
+            self.idle_epoch = epoch
+            shared.wake.set()
+        return delivery
+
+    # -- outages ---------------------------------------------------------------------
+
+    def _outage(self, exc: BackendError) -> None:
+        """Log the first failure only, then back off (stop-aware) before the next poll."""
+        options = self.shared.options
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            if options.burst and self.polls_ok == 0:
+                log.warning("worker: backend %r unreachable at start; burst mode skips it: %s",
+                            self.backend.name, exc)
+                self.skipped = True
+                return
+            log.warning("worker: backend %r unavailable, will keep retrying: %s",
+                        self.backend.name, exc)
+        elif options.burst and now - self.down_since > options.burst_outage_wait:
+            log.warning("worker: backend %r down for %.0f s; burst mode stops waiting for it",
+                        self.backend.name, now - self.down_since)
+            self.skipped = True
+            return
+        self.shared.stopping.wait(self._reconnect.next())
+
+    def _resumed(self) -> None:
+        self.polls_ok += 1
+        if self.down_since is not None:
+            log.info("worker: backend %r is back after %.1f s; consuming again",
+                        self.backend.name, time.monotonic() - self.down_since)
+            self.down_since = None
+            self._reconnect.reset()
+
+    # -- lease upkeep ----------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.down_since is not None:
+            return  # a dead broker would only make these calls hang for their timeout
+        if now >= self._next_touch:
+            self._next_touch = now + self._touch_interval
+            self._touch()
+        if now >= self._next_recover and not self.shared.stopping.is_set():
+            self._next_recover = now + self.shared.options.recover_interval
+            self._recover()
+
+    def _touch(self) -> None:
+        jobs = self.shared.tracker.of(self)
+        try:
+            self.backend.touch([job.delivery for job in jobs])
+        except BackendError as exc:
+            log.debug("worker: touch on %r failed: %s", self.backend.name, exc)
+        if self._on_overrun is not None:
+            wall = time.time()
+            for job in jobs:
+                if job.deadline is not None and wall > job.deadline and not job.warned:
+                    job.warned = True
+                    self._on_overrun(job)
+
+    def _recover(self) -> None:
+        try:
+            moved = self.backend.recover()
+        except BackendError as exc:
+            log.debug("worker: recover on %r failed: %s", self.backend.name, exc)
+            return
+        if moved:
+            log.info("worker: returned %d orphaned job(s) to backend %r", moved,
+                     self.backend.name)
+

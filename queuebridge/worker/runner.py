@@ -1,0 +1,185 @@
+"""Running one leased job and reporting its outcome to the broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import Any
+
+from queuebridge.bridge import Bridge
+from queuebridge.context import CheckpointAccess, JobContext, job_context
+from queuebridge.envelope import Envelope
+from queuebridge.errors import BackendError, JobTimeout, QueueBridgeError
+from queuebridge.registry import Task
+from queuebridge.worker.backoff import retry_delay
+from queuebridge.worker.consumer import Shared
+from queuebridge.worker.options import Counters
+from queuebridge.worker.tracking import Job
+
+__all__ = ["Runner"]
+
+log = logging.getLogger("queuebridge.worker")
+
+
+class Runner:
+    """Turns a :class:`Job` into a task call and an ack, retry or dead-letter.
+
+    Nothing here raises into the pool thread: a broker that fails while an outcome is
+    reported leaves the lease in place, and the backend's ``recover`` hands the job out
+    again (at-least-once; the dedup store stops a finished attempt from re-running).
+    """
+
+    def __init__(self, bridge: Bridge, shared: Shared, counters: Counters, *,
+                 checkpoints: CheckpointAccess | None = None) -> None:
+        self.bridge = bridge
+        self.options = shared.options
+        self.counters = counters
+        self.tracker = shared.tracker
+        self.slots = shared.slots
+        self.checkpoints = checkpoints
+
+    def handle(self, job: Job) -> None:
+        """Process ``job`` end to end, then free its pool slot."""
+        try:
+            self._handle(job)
+        except Exception:
+            log.exception("worker: unexpected error handling job %s; its lease is left to "
+                          "be recovered", job.delivery.job_id)
+        finally:
+            self.tracker.done(job)
+            self.slots.release()
+
+    def _handle(self, job: Job) -> None:
+        delivery = job.delivery
+        env = delivery.envelope
+        if job.state != "leased":
+            return  # handed back while it waited for a pool thread
+        if env is None:
+            self.dead_letter(job, f"malformed message: {delivery.problem}")
+        elif env.is_delayed:
+            self._return_early(job, env)
+        elif env.task not in self.bridge.registry:
+            self.dead_letter(job, f"unknown task {env.task!r}")
+        else:
+            self._run(job, self.bridge.registry.get(env.task), env)
+
+    # -- running ---------------------------------------------------------------------
+
+    def _run(self, job: Job, task: Task[Any, Any], env: Envelope) -> None:
+        timeout = task.timeout
+        job.deadline = time.time() + timeout if timeout is not None else None
+        ctx = JobContext(env.id, env.attempt, env.max_retries, job.delivery.backend,
+                         job.delivery.queue, env.task, job.deadline, self.checkpoints)
+        self.bridge.plugins.job_started(env, job.backend.name)
+        self.counters.add("processed")
+        start = time.perf_counter()
+        error = self.invoke(task, env, ctx)
+        duration = time.perf_counter() - start
+        if error is None and job.deadline is not None and time.time() > job.deadline:
+            error = JobTimeout(f"task {env.task!r} took {duration:.1f} s, past its "
+                               f"timeout of {timeout} s")
+        if not self.tracker.settle(job):
+            return  # the worker stopped and already handed the lease back
+        if error is None:
+            self._succeed(job, env, duration)
+        else:
+            self._fail(job, task, env, error)
+
+    def invoke(self, task: Task[Any, Any], env: Envelope, ctx: JobContext) -> BaseException | None:
+        """Call the task in this thread; return what it raised, or ``None``."""
+        try:
+            with job_context(ctx):
+                task.func(*env.args, **env.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - even SystemExit from a task is a failed attempt
+            return exc
+        return None
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def _succeed(self, job: Job, env: Envelope, duration: float) -> None:
+        try:
+            job.backend.ack(job.delivery)
+        except BackendError as exc:
+            log.warning("worker: job %s ran but its ack failed (%s); the lease is left to be "
+                        "recovered", env.id, exc)
+        self.counters.add("succeeded")
+        self.bridge.plugins.job_succeeded(env, job.backend.name, duration)
+
+    def _fail(self, job: Job, task: Task[Any, Any], env: Envelope, error: BaseException) -> None:
+        summary = f"{type(error).__name__}: {error}"
+        self.counters.add("failed")
+        self.bridge.plugins.job_failed(env, job.backend.name, summary)
+        if env.retries_left > 0:
+            self._retry(job, task, env, summary)
+        else:
+            trace = "".join(traceback.format_exception(error)).rstrip()
+            self._report_dead(job, f"{summary} (attempt {env.attempt} of "
+                                   f"{env.max_retries + 1})\n{trace}")
+
+    def _retry(self, job: Job, task: Task[Any, Any], env: Envelope, summary: str) -> None:
+        base, cap = task.retry_backoff, task.retry_backoff_max
+        delay = retry_delay(env.attempt,
+                            self.options.retry_backoff if base is None else base,
+                            self.options.retry_backoff_max if cap is None else cap)
+        following = env.next_attempt(delay)
+        landed = self._send_retry(job, following)
+        if landed is None:
+            return
+        self.counters.add("retried")
+        log.info("worker: job %s (%s) failed attempt %d: %s; retrying in %.2f s via %s",
+                 env.id, env.task, env.attempt, summary, delay, landed)
+        self.bridge.plugins.job_retried(following, landed, delay)
+
+    def _send_retry(self, job: Job, following: Envelope) -> str | None:
+        """Put the next attempt on whichever backend is live; return where it went."""
+        try:
+            landed = self.bridge.router.send_many([following])[0]
+        except QueueBridgeError as exc:
+            log.warning("worker: router could not take the retry of job %s (%s); "
+                        "retrying on backend %r", following.id, exc, job.backend.name)
+        else:
+            try:
+                job.backend.ack(job.delivery)
+            except BackendError as exc:
+                # The next attempt is queued; the old one will come back and be
+                # recognised as done by the dedup store.
+                log.warning("worker: ack after retrying job %s failed: %s", following.id, exc)
+            return landed
+        try:
+            job.backend.retry(job.delivery, following)
+        except BackendError as exc:
+            log.error("worker: could not retry job %s anywhere (%s); its lease is left to "
+                      "be recovered", following.id, exc)
+            return None
+        return job.backend.name
+
+    def dead_letter(self, job: Job, reason: str) -> None:
+        """Dead-letter a job that never ran (malformed, unknown task)."""
+        if self.tracker.settle(job):
+            self._report_dead(job, reason)
+
+    def _report_dead(self, job: Job, reason: str) -> None:
+        try:
+            job.backend.dead_letter(job.delivery, reason)
+        except BackendError as exc:
+            log.error("worker: could not dead-letter job %s (%s); its lease is left to be "
+                      "recovered", job.delivery.job_id, exc)
+            return
+        self.counters.add("dead_lettered")
+        log.warning("worker: dead-lettered job %s on %r: %s", job.delivery.job_id,
+                    job.backend.name, reason.splitlines()[0])
+        self.bridge.plugins.job_dead_lettered(job.delivery, reason)
+
+    def _return_early(self, job: Job, env: Envelope) -> None:
+        """A job handed out before its ``not_before`` goes back; its consumer pauses."""
+        if not self.tracker.settle(job):
+            return
+        try:
+            job.backend.retry(job.delivery, env)
+        except BackendError as exc:
+            log.warning("worker: could not return early job %s: %s", env.id, exc)
+            return
+        self.counters.add("returned")
+        wait = min((env.not_before or 0) - time.time(), self.options.poll_timeout)
+        job.consumer.pause_until(time.monotonic() + max(0.0, wait))

@@ -1,0 +1,100 @@
+"""Bookkeeping of leased jobs between a consumer and the pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from queuebridge.backend import Backend, Delivery
+
+if TYPE_CHECKING:
+    from queuebridge.worker.consumer import Consumer
+
+__all__ = ["Job", "Tracker"]
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One leased delivery on its way through the worker."""
+
+    delivery: Delivery
+    backend: Backend
+    consumer: Consumer
+    deadline: float | None = None
+    """Wall-clock soft deadline, set when the task starts."""
+    warned: bool = False
+    state: str = "leased"
+    """``leased`` -> ``settling`` (its outcome is being reported) -> gone; or
+    ``abandoned`` when the worker returned the lease on stop."""
+    leased_at: float = field(default_factory=time.monotonic)
+
+
+class Tracker:
+    """Every job leased and not yet settled, plus an epoch that moves whenever one
+    finishes (burst mode uses it to know an empty poll started after the last job)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active: set[Job] = set()
+        self._settling = 0
+        self.epoch = 0
+
+    def add(self, job: Job) -> None:
+        """A consumer leased ``job``."""
+        with self._cond:
+            self._active.add(job)
+
+    def settle(self, job: Job) -> bool:
+        """Claim the right to report ``job``'s outcome; False if it was abandoned."""
+        with self._cond:
+            if job.state != "leased":
+                return False
+            self._active.discard(job)
+            job.state = "settling"
+            self._settling += 1
+            return True
+
+    def done(self, job: Job) -> None:
+        """The pool is finished with ``job`` (settled or abandoned)."""
+        with self._cond:
+            if job.state == "leased":
+                self._active.discard(job)
+            elif job.state == "settling":
+                self._settling -= 1
+            job.state = "done"
+            self.epoch += 1
+            self._cond.notify_all()
+
+    def abandon(self) -> list[Job]:
+        """Take every unsettled job away from the pool (the worker returns them)."""
+        with self._cond:
+            jobs = list(self._active)
+            self._active.clear()
+            for job in jobs:
+                job.state = "abandoned"
+            self.epoch += 1
+            self._cond.notify_all()
+            return jobs
+
+    def count(self) -> int:
+        """Jobs leased and not yet finished."""
+        with self._cond:
+            return len(self._active) + self._settling
+
+    def of(self, consumer: Consumer) -> list[Job]:
+        """The unsettled jobs ``consumer`` leased (to touch their leases)."""
+        with self._cond:
+            return [job for job in self._active if job.consumer is consumer]
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Block until no job is in flight or ``timeout`` passes; True if empty."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._active or self._settling:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
