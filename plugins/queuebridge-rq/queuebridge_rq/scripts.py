@@ -1,0 +1,137 @@
+"""Lua scripts: each lease transition is one atomic step inside Redis.
+
+A job id is always in exactly one place: the queue list, the scheduled registry,
+or a lease (``leases`` + RQ's ``wip`` registry, same member ``<id>:<token>``).
+Scripts move it between places atomically, so a job is never in neither place and
+never handed out twice, whatever runs concurrently (other workers, ``recover``).
+
+Per-queue keys are passed in groups of four: queue, leases, started, scheduled.
+Job hashes are addressed from ``ARGV`` (``prefix .. id``), like RQ's own scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ACK", "DEAD_LETTER", "RECOVER", "RESERVE", "RETRY"]
+
+# Moves up to 100 due jobs per queue from the scheduled registry to the queue.
+_PROMOTE: Final = """
+local function promote(queue, scheduled, now, prefix, stamp)
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', scheduled, id)
+    redis.call('RPUSH', queue, id)
+    if redis.call('EXISTS', prefix .. id) == 1 then
+      redis.call('HSET', prefix .. id, 'status', 'queued', 'enqueued_at', stamp)
+    end
+  end
+  return #due
+end
+"""
+
+# ARGV: now, lease expiry, token, job prefix, RQ timestamp.
+# Returns {queue index, member, data, meta, redelivered} or nil.
+RESERVE: Final = _PROMOTE + """
+local now, expiry, token, prefix, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local groups = #KEYS / 4
+for i = 0, groups - 1 do
+  promote(KEYS[i * 4 + 1], KEYS[i * 4 + 4], now, prefix, stamp)
+end
+for i = 0, groups - 1 do
+  local id = redis.call('LPOP', KEYS[i * 4 + 1])
+  if id then
+    local member = id .. ':' .. token
+    redis.call('ZADD', KEYS[i * 4 + 2], expiry, member)
+    redis.call('ZADD', KEYS[i * 4 + 3], '+inf', member)
+    local key = prefix .. id
+    local fields = redis.call('HMGET', key, 'data', 'meta', 'qb_redelivered')
+    if fields[1] then
+      redis.call('HSET', key, 'status', 'started', 'started_at', stamp)
+    end
+    return {i, member, fields[1], fields[2], fields[3]}
+  end
+end
+return false
+"""
+
+# Keeps a job hash for ``ttl`` seconds (forever when ttl is -1) and lists it in an RQ
+# registry scored by its expiry, the way RQ's own Finished/FailedJobRegistry do.
+_KEEP: Final = """
+local function keep(key, registry, id, ttl, score)
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', registry, score, id)
+  else
+    redis.call('PERSIST', key)
+    redis.call('ZADD', registry, '+inf', id)
+  end
+end
+"""
+
+# KEYS: leases, started, finished, job hash. ARGV: member, id, stamp, result_ttl, score.
+ACK: Final = _KEEP + """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local ttl = tonumber(ARGV[4])
+if ttl == 0 then
+  redis.call('DEL', KEYS[4])
+  return 1
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then return 1 end
+redis.call('HSET', KEYS[4], 'status', 'finished', 'ended_at', ARGV[3])
+keep(KEYS[4], KEYS[3], ARGV[2], ttl, ARGV[5])
+return 1
+"""
+
+# KEYS: leases, started, queue, scheduled, job hash.
+# ARGV: member, id, not_before ('' = now), then the job hash as field/value pairs.
+RETRY: Final = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[5])
+redis.call('HSET', KEYS[5], unpack(ARGV, 4))
+if ARGV[3] == '' then
+  redis.call('RPUSH', KEYS[3], ARGV[2])
+else
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: leases, started, failed, job hash.
+# ARGV: member, id, exc_info, stamp, failure_ttl, score, placeholder data, origin.
+DEAD_LETTER: Final = _KEEP + """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[4], 'status', 'failed', 'ended_at', ARGV[4], 'exc_info', ARGV[3])
+-- A job whose hash was missing still gets one RQ can read, so its tools list it.
+redis.call('HSETNX', KEYS[4], 'data', ARGV[7])
+redis.call('HSETNX', KEYS[4], 'origin', ARGV[8])
+redis.call('HSETNX', KEYS[4], 'created_at', ARGV[4])
+keep(KEYS[4], KEYS[3], ARGV[2], tonumber(ARGV[5]), ARGV[6])
+return 1
+"""
+
+# KEYS: groups of four per queue. ARGV: now, job prefix, RQ timestamp.
+# Returns how many jobs moved (expired leases returned to the front, due jobs promoted).
+RECOVER: Final = _PROMOTE + """
+local now, prefix, stamp = ARGV[1], ARGV[2], ARGV[3]
+local moved = 0
+for i = 0, #KEYS / 4 - 1 do
+  local queue, leases, started = KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3]
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 1000)
+  for _, member in ipairs(expired) do
+    redis.call('ZREM', leases, member)
+    redis.call('ZREM', started, member)
+    local id = string.match(member, '^(.*):[^:]*$')
+    redis.call('LPUSH', queue, id)
+    if redis.call('EXISTS', prefix .. id) == 1 then
+      redis.call('HSET', prefix .. id, 'status', 'queued', 'qb_redelivered', '1')
+    end
+    moved = moved + 1
+  end
+  moved = moved + promote(queue, KEYS[i * 4 + 4], now, prefix, stamp)
+end
+return moved
+"""
