@@ -1,41 +1,264 @@
-"""Routing jobs to the best live backend. (Minimal version; health-aware router to come.)"""
+"""Routing jobs to the best live backend, and to the spool when none is live.
+
+The path of one ``send_many`` call:
+
+1. Try the *up* backends in configured order. A down backend is not tried at all:
+   it costs nothing per job; the :class:`~queuebridge.health.Monitor` probes it.
+2. A ``BackendUnavailable`` opens that backend's circuit (at ``failure_threshold``
+   consecutive failures, 1 by default) and the same call moves on to the next one.
+   Any other ``BackendError`` also moves on, but opens the circuit only after
+   ``error_threshold`` consecutive failures: the broker answered, so it is not
+   known to be dead.
+3. Nothing accepted the batch: write it to the spool (if enabled) and return
+   ``"spool"``; else raise ``DeadlineExceeded`` or ``NoBackendAvailable``.
+
+No call holds the caller past ``RouterSettings.deadline`` (plus one spool write).
+An attempt whose backend timeout fits in the time left is a direct call in the
+caller's thread (the fast path); one that does not fit runs on a short-lived helper
+thread and is abandoned at the deadline. An abandoned send that later succeeds
+leaves a duplicate with the same job id (see docs/routing.md).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from queuebridge.backend import Backend
 from queuebridge.envelope import Envelope
-from queuebridge.errors import BackendUnavailable, NoBackendAvailable
+from queuebridge.errors import (
+    BackendError,
+    BackendUnavailable,
+    DeadlineExceeded,
+    EnqueueError,
+    NoBackendAvailable,
+)
+from queuebridge.health import BackendHealth, HealthBoard, Monitor
 from queuebridge.plugins import PluginManager
+from queuebridge.redact import redact_text
 from queuebridge.settings import RouterSettings, SpoolSettings
+from queuebridge.spool import Drainer, Spool
 
 __all__ = ["Router"]
 
+log = logging.getLogger("queuebridge.router")
+SPOOL = "spool"
+_MONITOR_JOIN = 1.0
+"""Seconds ``close`` waits for the monitor; a ping in flight cannot be interrupted."""
+
 
 class Router:
-    """Sends each batch to the first backend that accepts it, in configured order."""
+    """Sends each batch, whole, to the first live backend that accepts it. Thread-safe.
+
+    Owns the health board, the monitor thread and, when the spool is enabled, the
+    spool and its drainer. Threads start lazily: the monitor when a backend first
+    goes down, the drainer when something is spooled (or at start, when the spool
+    file holds rows left by an earlier process).
+    """
 
     def __init__(self, backends: Sequence[Backend], settings: RouterSettings,
                  plugins: PluginManager, *, spool: SpoolSettings | None = None) -> None:
         self.backends = list(backends)
         self.settings = settings
         self.plugins = plugins
-        self.spool_settings = spool
+        self.spool_settings = spool if spool is not None and spool.enabled else None
+        self._by_name = {backend.name: backend for backend in self.backends}
+        self._board = HealthBoard(
+            list(self._by_name), settings, plugins.emit_transition,
+            fallback=SPOOL if self.spool_settings is not None else "none",
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+        self._monitor: Monitor | None = None
+        self._spool: Spool | None = None
+        self._drainer: Drainer | None = None
+        spool_file = self.spool_settings.path if self.spool_settings is not None else None
+        # Rows left by a process that died while everything was down: drain them now.
+        if spool_file is not None and spool_file.exists() and self._open_spool().count() > 0:
+            self._ensure_drainer()
+
+    # -- status ------------------------------------------------------------------------
+
+    def health(self) -> list[BackendHealth]:
+        """A snapshot of every backend's health, in configured order."""
+        return self._board.snapshot()
+
+    @property
+    def preferred(self) -> str:
+        """Where new jobs go now: the first up backend, else ``"spool"`` (or ``"none"``)."""
+        return self._board.preferred
+
+    @property
+    def spool(self) -> Spool | None:
+        """The spool, once opened (``None`` while nothing needed it)."""
+        return self._spool
+
+    # -- sending -------------------------------------------------------------------------
 
     def send_many(self, envelopes: Sequence[Envelope]) -> list[str]:
-        """Send ``envelopes``; return the name of the backend that accepted each."""
-        errors = []
-        for backend in self.backends:
+        """Send ``envelopes`` as one batch; return where each went (a backend or ``"spool"``).
+
+        Raises :class:`SpoolFull` (spool bounded and full), :class:`DeadlineExceeded`
+        or :class:`NoBackendAvailable` (spool disabled). On any of these the caller
+        still holds the jobs: nothing was accepted.
+        """
+        if self._closed:
+            raise EnqueueError("the router is closed")
+        if not envelopes:
+            return []
+        deadline = time.monotonic() + self.settings.deadline
+        placed, errors = self._send_live(envelopes, deadline)
+        if placed is None:
+            placed = self._fall_back(envelopes, errors, deadline)
+        for envelope in envelopes:
+            self.plugins.job_enqueued(envelope, placed)
+        return [placed] * len(envelopes)
+
+    def _send_live(self, envelopes: Sequence[Envelope], deadline: float
+                   ) -> tuple[str | None, list[str]]:
+        """Try the up backends in order; return the one that accepted, and the errors."""
+        errors: list[str] = []
+        for name in self._board.live:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                errors.append(f"enqueue deadline ({self.settings.deadline}s) passed")
+                break
+            if self._attempt(self._by_name[name], envelopes, remaining, errors):
+                return name, errors
+        return None, errors
+
+    def _attempt(self, backend: Backend, envelopes: Sequence[Envelope], remaining: float,
+                 errors: list[str]) -> bool:
+        start = time.perf_counter()
+        try:
+            if backend.settings.timeout <= remaining:
+                backend.send_many(envelopes)
+            else:
+                self._send_bounded(backend, envelopes, remaining)
+        except BackendError as exc:
+            errors.append(str(exc))
+            self._board.send_failed(backend.name, str(exc),
+                                    unavailable=isinstance(exc, BackendUnavailable))
+            if not self._board.is_up(backend.name):
+                self._ensure_monitor()
+            return False
+        self._board.send_ok(backend.name, time.perf_counter() - start)
+        return True
+
+    def _send_bounded(self, backend: Backend, envelopes: Sequence[Envelope],
+                      remaining: float) -> None:
+        """Send on a helper thread and stop waiting after ``remaining`` seconds.
+
+        A daemon thread per attempt, not a pool: a pool's workers stuck on a hung
+        broker would queue attempts to healthy ones behind them. This path is only
+        taken when the deadline is shorter than the backend's own timeout.
+        """
+        future: Future[None] = Future()
+
+        def run() -> None:
             try:
                 backend.send_many(envelopes)
-            except BackendUnavailable as exc:
-                errors.append(str(exc))
-                continue
-            for envelope in envelopes:
-                self.plugins.job_enqueued(envelope, backend.name)
-            return [backend.name] * len(envelopes)
-        raise NoBackendAvailable("; ".join(errors))
+            except Exception as exc:  # noqa: BLE001 -- handed to the waiting caller
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        threading.Thread(target=run, name=f"queuebridge-send-{backend.name}",
+                         daemon=True).start()
+        try:
+            future.result(timeout=remaining)
+        except FutureTimeout:
+            future.add_done_callback(_abandoned(backend.name, envelopes))
+            raise BackendUnavailable(
+                f"no answer within the enqueue deadline ({self.settings.deadline}s)",
+                backend=backend.name,
+            ) from None
+
+    def _fall_back(self, envelopes: Sequence[Envelope], errors: list[str],
+                   deadline: float) -> str:
+        why = redact_text("; ".join(errors) or "every backend is down")
+        if self.spool_settings is not None:
+            self._open_spool().put_many(envelopes)
+            drainer = self._ensure_drainer()
+            if drainer is not None:
+                drainer.wake()
+            return SPOOL
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"no backend accepted the job in time: {why}")
+        raise NoBackendAvailable(f"no backend accepted the job and the spool is off: {why}")
+
+    def _replay(self, envelopes: Sequence[Envelope]) -> None:
+        """The drainer's send: live backends only, never back into the spool."""
+        placed, errors = self._send_live(envelopes, time.monotonic() + self.settings.deadline)
+        if placed is None:
+            raise NoBackendAvailable(redact_text("; ".join(errors) or "every backend is down"))
+        for envelope in envelopes:
+            self.plugins.job_enqueued(envelope, placed)
+
+    # -- threads -----------------------------------------------------------------------
+
+    def _ensure_monitor(self) -> None:
+        with self._lock:
+            if self._monitor is None and not self._closed:
+                self._monitor = Monitor(self._board, self._probe, self._backend_up)
+            monitor = self._monitor
+        if monitor is not None:
+            monitor.wake()
+
+    def _probe(self, name: str) -> float:
+        return self._by_name[name].ping()
+
+    def _backend_up(self) -> None:
+        drainer = self._drainer
+        if drainer is not None:
+            drainer.wake()
+
+    def _open_spool(self) -> Spool:
+        with self._lock:
+            if self._spool is None:
+                assert self.spool_settings is not None
+                self._spool = Spool(self.spool_settings.path, self.spool_settings.max_jobs)
+            return self._spool
+
+    def _ensure_drainer(self) -> Drainer | None:
+        spool = self._open_spool()
+        with self._lock:
+            if self._drainer is None and not self._closed:
+                assert self.spool_settings is not None
+                self._drainer = Drainer(
+                    spool, self._replay, lambda: bool(self._board.live),
+                    batch=self.spool_settings.drain_batch,
+                    idle_wait=self.settings.probe_max_interval,
+                )
+            return self._drainer
 
     def close(self) -> None:
-        """Stop background threads."""
+        """Stop the monitor and the drainer, close the spool. Idempotent.
+
+        Waits up to the enqueue deadline for a drain batch in flight (its rows stay
+        spooled if it is abandoned)."""
+        with self._lock:
+            self._closed = True
+            monitor, drainer, spool = self._monitor, self._drainer, self._spool
+        if monitor is not None:
+            monitor.stop(_MONITOR_JOIN)
+        if drainer is not None:
+            drainer.stop(self.settings.deadline)
+        if spool is not None:
+            spool.close()
+
+
+def _abandoned(backend: str, envelopes: Sequence[Envelope]) -> Callable[[Future[None]], None]:
+    """Log the outcome of a send the caller stopped waiting for."""
+
+    def report(future: Future[None]) -> None:
+        if future.exception() is None:
+            ids = ", ".join(envelope.id for envelope in envelopes[:5])
+            log.warning("a send to %r abandoned at the enqueue deadline succeeded later: "
+                        "%d job(s) may be duplicated (ids %s...)", backend, len(envelopes), ids)
+
+    return report

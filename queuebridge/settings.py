@@ -26,6 +26,9 @@ class RouterSettings:
     """Consecutive good probes before a down backend is trusted again (hysteresis)."""
     failure_threshold: int = 1
     """Consecutive failed sends that open the circuit (1: the first failure)."""
+    error_threshold: int = 3
+    """Consecutive failed sends that open the circuit when the failures are errors other
+    than ``BackendUnavailable`` (the broker answered but refused the send)."""
 
 
 @dataclass(frozen=True, slots=True)
