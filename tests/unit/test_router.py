@@ -123,33 +123,38 @@ def test_a_dead_backend_is_not_tried_per_job(make_bridge: MakeBridge) -> None:
 
 def test_one_event_per_transition_with_many_threads(make_bridge: MakeBridge) -> None:
     bridge, (primary, alternate), recorder = make_bridge()
-    threads, per_thread = 8, 150
-    sent = threading.Semaphore(0)
+    stop = threading.Event()
     errors: list[BaseException] = []
+    counts: list[int] = []
 
     def produce() -> None:
+        n = 0
         try:
-            for n in range(per_thread):
+            while not stop.is_set():
                 bridge.submit([job(n)])
-                sent.release()
+                n += 1
         except BaseException as exc:
             errors.append(exc)
+        counts.append(n)
 
-    workers = [threading.Thread(target=produce) for _ in range(threads)]
+    workers = [threading.Thread(target=produce) for _ in range(8)]
     for worker in workers:
         worker.start()
-    for _ in range(100):  # let a hundred jobs through, then pull the plug mid-stream
-        assert sent.acquire(timeout=5)
-    primary.break_()
+    wait_until(lambda: len(recorder.enqueued) >= 100)
+    primary.break_()  # mid-stream, then keep the threads going for a while
+    sent_before_break = len(recorder.enqueued)
+    wait_until(lambda: len(recorder.enqueued) >= sent_before_break + 400)
+    stop.set()
     for worker in workers:
         worker.join(timeout=10)
     assert errors == []
-    total = threads * per_thread
+    total = sum(counts)
     assert len(recorder.enqueued) == total
     assert recorder.kinds() == ["backend_down", "failover"]
 
     primary.heal()
     assert primary.depth("default") + alternate.depth("default") == total
+    assert alternate.depth("default") >= 400 - 8  # at most one job in flight per thread
     wait_until(lambda: bridge.router.preferred == "primary", timeout=5)
     assert recorder.kinds() == ["backend_down", "failover", "backend_up", "failback"]
 
