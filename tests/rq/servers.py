@@ -59,23 +59,24 @@ class RedisServer:
 
 
 def start_redis(workdir: Path, url: str, *args: str, options: dict[str, Any] | None = None,
-                port: int = 0) -> RedisServer:
-    """Start ``redis-server args`` in ``workdir``; return once it answers PING."""
+                port: int = 0, config: Path | None = None) -> RedisServer:
+    """Start ``redis-server [config] args`` in ``workdir``; return once it answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
         server_missing("redis-server (the binary on PATH)")
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "redis.log"
     process = subprocess.Popen(
-        [str(binary), "--save", "", "--appendonly", "no", "--dir", str(workdir),
-         "--bind", "127.0.0.1", "--logfile", str(log), *args],
+        [str(binary), *([str(config)] if config else []), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--bind", "127.0.0.1", "--logfile", str(log), *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     server = RedisServer(process, url, dict(options or {}), port)
     deadline = time.monotonic() + START_DEADLINE
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited: {log.read_text()[-2000:]}")
+            detail = log.read_text()[-2000:] if log.exists() else "(no log)"
+            raise RuntimeError(f"redis-server exited: {detail}")
         try:
             if server.client().ping():
                 return server
