@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from queuebridge.backend import BackendSettings
+from queuebridge.backends.memory import MemoryBackend
+from queuebridge.bridge import Bridge
 from queuebridge.envelope import Envelope
 from queuebridge.events import BackendDown, BackendUp, Failback, Failover, TransitionEvent
 from queuebridge.hookspecs import hookimpl
+from queuebridge.plugins import PluginManager
+from queuebridge.settings import RouterSettings, SpoolSettings
 
-__all__ = ["Recorder", "wait_until"]
+__all__ = ["Recorder", "build_bridge", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0, *,
@@ -74,3 +79,17 @@ class Recorder:
     def queuebridge_job_enqueued(self, envelope: Envelope, backend: str) -> None:
         with self._lock:
             self.enqueued.append((envelope.id, backend))
+
+
+def build_bridge(names: Sequence[str] = ("primary", "alternate"), *, timeout: float = 0.3,
+                 router: RouterSettings | None = None, spool: SpoolSettings | None = None,
+                 backend_class: type[MemoryBackend] = MemoryBackend,
+                 ) -> tuple[Bridge, list[MemoryBackend], Recorder]:
+    """A Bridge over fresh memory backends (operation ``timeout`` each) with a
+    :class:`Recorder` registered. The caller closes the bridge."""
+    backends = [backend_class(BackendSettings(name=name, type="memory", timeout=timeout))
+                for name in names]
+    recorder = Recorder()
+    bridge = Bridge(backends, router=router, spool=spool,
+                    plugins=PluginManager(entry_points=False, plugins=[recorder]))
+    return bridge, backends, recorder

@@ -7,16 +7,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from queuebridge import Bridge, Envelope
-from queuebridge.backend import BackendSettings
 from queuebridge.backends.memory import MemoryBackend
 from queuebridge.errors import BackendError, DeadlineExceeded, EnqueueError, NoBackendAvailable
-from queuebridge.plugins import PluginManager
 from queuebridge.settings import RouterSettings, SpoolSettings
-from tests.helpers import Recorder, wait_until
+from tests.helpers import Recorder, build_bridge, wait_until
 
 FAST = RouterSettings(deadline=1.0, probe_interval=0.02, probe_max_interval=0.1,
                       probe_jitter=0.0, recovery_probes=3)
@@ -42,17 +41,11 @@ class RejectingBackend(MemoryBackend):
 def make_bridge() -> Iterator[MakeBridge]:
     built: list[Bridge] = []
 
-    def make(names: Sequence[str] = ("primary", "alternate"), *, timeout: float = 0.3,
-             router: RouterSettings = FAST, spool: SpoolSettings | None = None,
-             backend_class: type[MemoryBackend] = MemoryBackend,
-             ) -> tuple[Bridge, list[MemoryBackend], Recorder]:
-        backends = [backend_class(BackendSettings(name=name, type="memory", timeout=timeout))
-                    for name in names]
-        recorder = Recorder()
-        bridge = Bridge(backends, router=router, spool=spool,
-                        plugins=PluginManager(entry_points=False, plugins=[recorder]))
-        built.append(bridge)
-        return bridge, backends, recorder
+    def make(*args: Any, **kwargs: Any) -> tuple[Bridge, list[MemoryBackend], Recorder]:
+        kwargs.setdefault("router", FAST)
+        made = build_bridge(*args, **kwargs)
+        built.append(made[0])
+        return made
 
     yield make
     for bridge in built:
