@@ -7,11 +7,12 @@ backends are down and 2 when none is up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -29,6 +30,7 @@ from queuebridge.status import StatusReport, gather_status
 
 __all__ = ["cli", "main"]
 
+log = logging.getLogger("queuebridge.cli")
 T = TypeVar("T")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -71,14 +73,16 @@ class _Options:
                                            plugins=self.plugins())
         return self._settings
 
-    def bridge(self) -> Bridge:
-        """The app's Bridge when an app is named (``--app`` or ``app``), else one from config."""
-        if self.app:
-            return _app_bridge(self.app, "--app")
-        spec = self.settings().app
+    @contextlib.contextmanager
+    def bridge(self) -> Iterator[Bridge]:
+        """The app's Bridge when an app is named (``--app`` or ``app``), else one built
+        from the config. Only a Bridge built here is closed here: the app owns its own."""
+        spec = self.app or self.settings().app
         if spec:
-            return _app_bridge(spec, "queuebridge.app")
-        return Bridge.from_settings(self.settings(), plugins=self.plugins())
+            yield _app_bridge(spec, "--app" if self.app else "queuebridge.app")
+            return
+        with Bridge.from_settings(self.settings(), plugins=self.plugins()) as bridge:
+            yield bridge
 
 
 def _app_bridge(spec: str, path: str) -> Bridge:
@@ -268,12 +272,15 @@ def enqueue(options: _Options, *, task: str, args: list[Any] | None,
 @click.pass_context
 def worker(ctx: click.Context, queues: tuple[str, ...] | None, concurrency: int | None,
            burst: bool, pool: str | None) -> None:
-    """Run a worker for the app's tasks (``--app`` or ``app`` in the config)."""
+    """Run a worker for the app's tasks (--app, or app in the config)."""
     from queuebridge.worker import Worker, WorkerOptions
 
     overrides = {"queues": queues, "concurrency": concurrency, "pool": pool}
     options: _Options = ctx.obj
     with options.bridge() as bridge:
+        if not bridge.registry.names():
+            log.warning("the worker has no registered tasks (no --app, or the app defines "
+                        "none): every job it leases is dead-lettered as unknown")
         worker_options = WorkerOptions.from_settings(
             bridge.settings.worker, burst=burst,
             **{key: value for key, value in overrides.items() if value is not None},
