@@ -1,0 +1,192 @@
+"""RabbitMQ through Kombu and py-amqp, done properly.
+
+* durable queues (quorum on request), persistent messages, publisher confirms on
+  every send, one confirm wait per batch (:mod:`~queuebridge_kombu.publisher`);
+* manual ack after the task finished, a prefetch limit, redelivery by RabbitMQ when
+  a consumer dies (:mod:`~queuebridge_kombu.consumer`);
+* a dead-letter queue per queue, delayed jobs in TTL bucket queues
+  (:mod:`~queuebridge_kombu.topology`);
+* two connections (publisher, consumer), each used under its own lock; every call
+  bounded by the configured timeouts; every driver error translated
+  (:mod:`~queuebridge_kombu.link`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final
+
+from queuebridge.backend import BackendSettings, Capabilities, Delivery
+from queuebridge.envelope import Envelope
+from queuebridge.errors import EnvelopeError, LeaseLost, QueueBridgeError
+from queuebridge_kombu.base import KombuBackend
+from queuebridge_kombu.consumer import Consumer, Receipt
+from queuebridge_kombu.link import Link
+from queuebridge_kombu.publisher import Outgoing, Publisher
+from queuebridge_kombu.topology import Topology, bucket_for, dead_queue
+
+__all__ = ["REASON_HEADER", "AMQPBackend"]
+
+REASON_HEADER: Final = "x-qb-reason"
+_EARLY_SLACK: Final = 0.005
+"""Seconds: a delivery due within this is run rather than re-delayed."""
+
+
+class AMQPBackend(KombuBackend):
+    """RabbitMQ (``amqp://``, ``amqps://``, ``pyamqp://``; ``;`` for alternates)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(delayed=True, batch_send=True)
+
+    def __init__(self, settings: BackendSettings) -> None:
+        super().__init__(settings)
+        opts = self.options
+        self._topology = Topology(opts.exchange, quorum=opts.quorum)
+        self._consumer_topology = Topology(opts.exchange, quorum=opts.quorum)
+        self._publisher = Publisher(Link(settings, opts), self._topology)
+        self._consumer = Consumer(Link(settings, opts, heartbeat=opts.heartbeat),
+                                  self._consumer_topology, opts.prefetch)
+        self._consumer.link.on_connect = self._on_consumer_connect
+        self._stop = threading.Event()
+        self._keepalive: threading.Thread | None = None
+
+    def declared_queues(self) -> set[str]:
+        """Every queue name this backend declared (work, dead-letter, delay buckets)."""
+        return self._topology.seen | self._consumer_topology.seen
+
+    # -- sending -------------------------------------------------------------------
+
+    def _outgoing(self, envelope: Envelope, body: bytes | None = None) -> Outgoing:
+        delay = (envelope.not_before or 0.0) - time.time()
+        bucket = bucket_for(delay) if delay > _EARLY_SLACK else 0
+        return Outgoing(envelope.queue, envelope.encode() if body is None else body,
+                        envelope.id, bucket)
+
+    def _send(self, envelope: Envelope) -> None:
+        self._publisher.publish([self._outgoing(envelope)])
+
+    def _send_many(self, envelopes: Sequence[Envelope]) -> None:
+        self._publisher.publish([self._outgoing(env) for env in envelopes], "send_many")
+
+    # -- leasing -------------------------------------------------------------------
+
+    def _on_consumer_connect(self, channel: Any) -> None:
+        self._consumer.on_connect(channel)
+        if self._keepalive is None and self.options.heartbeat > 0:
+            self._keepalive = threading.Thread(
+                target=self._keep_alive, name=f"queuebridge-kombu-heartbeat-{self.name}",
+                daemon=True)
+            self._keepalive.start()
+
+    def _keep_alive(self) -> None:
+        interval = self.options.heartbeat / 3
+        while not self._stop.wait(interval):
+            with contextlib.suppress(QueueBridgeError):
+                self._consumer.keepalive()  # a failure dropped the link: reserve reconnects
+
+    def _reserve(self, queues: Sequence[str], timeout: float) -> Delivery | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            taken = self._consumer.take(queues, max(0.0, deadline - time.monotonic()))
+            if taken is None:
+                return None
+            delivery = self._delivery(*taken)
+            if delivery.envelope is not None and self._early(delivery.envelope):
+                # A delay bucket released it early (buckets round down): put it back
+                # for the rest of its delay; not_before is authoritative.
+                self._publisher.publish([self._outgoing(delivery.envelope, delivery.raw)],
+                                        "reserve")
+                self._settle(delivery, "reserve")
+                continue
+            return delivery
+
+    @staticmethod
+    def _early(envelope: Envelope) -> bool:
+        return (envelope.not_before or 0.0) - time.time() > _EARLY_SLACK
+
+    def _delivery(self, message: Any, queue: str, receipt: Receipt) -> Delivery:
+        raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        try:
+            envelope: Envelope | None = Envelope.decode(raw)
+            problem = ""
+        except EnvelopeError as exc:
+            envelope, problem = None, str(exc)
+        redelivered = bool(message.delivery_info.get("redelivered"))
+        return Delivery(self.name, queue, receipt, envelope, raw, problem, redelivered)
+
+    def _settle(self, delivery: Delivery, operation: str) -> None:
+        if not self._consumer.settle(delivery.receipt, operation):
+            raise self._lost(delivery)
+
+    def _lost(self, delivery: Delivery) -> LeaseLost:
+        return LeaseLost(
+            f"job {delivery.job_id}: its lease ended with the connection that granted it "
+            "or was recovered (RabbitMQ redelivers it)", backend=self.name)
+
+    def _held(self, delivery: Delivery) -> None:
+        # Checked before publishing a follow-up, so a lost lease does not also
+        # produce a second copy of the job.
+        if not self._consumer.check(delivery.receipt):
+            raise self._lost(delivery)
+
+    def _ack(self, delivery: Delivery) -> None:
+        self._settle(delivery, "ack")
+
+    def _retry(self, delivery: Delivery, envelope: Envelope) -> None:
+        self._held(delivery)
+        self._publisher.publish([self._outgoing(envelope)], "retry")
+        self._settle(delivery, "retry")
+
+    def _touch(self, deliveries: Sequence[Delivery]) -> None:
+        self._consumer.touch([d.receipt for d in deliveries])
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._held(delivery)
+        message = Outgoing(delivery.queue, delivery.raw, delivery.job_id,
+                           headers={REASON_HEADER: reason}, dead=True)
+        self._publisher.publish([message], "dead_letter")
+        self._settle(delivery, "dead_letter")
+
+    def _dead_letters(self, queue: str, limit: int) -> list[tuple[Delivery, str]]:
+        link = self._publisher.link
+        with link.lock, link.guard("dead_letters") as channel:
+            self._topology.ensure_queue(channel, queue)
+            found: list[tuple[Delivery, str]] = []
+            while len(found) < limit:
+                message = channel.basic_get(dead_queue(queue), no_ack=False)
+                if message is None:
+                    break
+                tag = message.delivery_info["delivery_tag"]
+                delivery = self._delivery(message, queue, Receipt(-1, tag))
+                headers = message.properties.get("application_headers") or {}
+                found.append((delivery, str(headers.get(REASON_HEADER, ""))))
+            for delivery, _ in found:
+                # Only a look: RabbitMQ puts each one back at its old position.
+                channel.basic_reject(delivery.receipt.tag, requeue=True)
+            return found
+
+    # -- health and housekeeping ------------------------------------------------------
+
+    def _ping(self) -> None:
+        link = self._publisher.link
+        with link.lock, link.guard("ping") as channel:
+            channel.exchange_declare(self.options.exchange, "direct", durable=True,
+                                     auto_delete=False)
+
+    def _depth(self, queue: str) -> int:
+        link = self._publisher.link
+        with link.lock, link.guard("depth") as channel:
+            return self._topology.depth(channel, queue)
+
+    def _recover(self) -> int:
+        return self._consumer.recover(self.settings.lease_timeout)
+
+    def _close(self) -> None:
+        self._stop.set()
+        for link in (self._consumer.link, self._publisher.link):
+            with link.lock:
+                link.close()
+        if self._keepalive is not None:
+            self._keepalive.join(timeout=self.settings.timeout)
