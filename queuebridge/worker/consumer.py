@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from queuebridge.backend import Backend, Delivery
 from queuebridge.errors import BackendError
 from queuebridge.worker.backoff import Reconnect
+from queuebridge.worker.guard import DedupGuard
 from queuebridge.worker.options import WorkerOptions
 from queuebridge.worker.tracking import Job, Tracker
 
@@ -35,6 +36,7 @@ class Shared:
     """Exit now."""
     wake: threading.Event
     """Nudges the worker's main loop (a consumer went idle or gave up)."""
+    guard: DedupGuard
 
 
 class Consumer:
@@ -176,6 +178,9 @@ class Consumer:
             self.backend.touch([job.delivery for job in jobs])
         except BackendError as exc:
             log.debug("worker: touch on %r failed: %s", self.backend.name, exc)
+        self.shared.guard.renew([job.delivery.envelope for job in jobs
+                                 if job.delivery.envelope is not None],
+                                self.backend.settings.lease_timeout)
         if self._on_overrun is not None:
             wall = time.time()
             for job in jobs:

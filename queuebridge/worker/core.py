@@ -10,11 +10,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 
 from queuebridge.bridge import Bridge
+from queuebridge.checkpoint import SQLiteCheckpoints
+from queuebridge.dedup import SQLiteDedupStore
 from queuebridge.errors import BackendError, ConfigError, QueueBridgeError
+from queuebridge.heartbeat import Heartbeat, SQLiteHeartbeats, WorkerInfo
 from queuebridge.worker.consumer import Consumer, Shared
+from queuebridge.worker.guard import DedupGuard
 from queuebridge.worker.options import Counters, WorkerOptions, WorkerStats
 from queuebridge.worker.runner import Runner
 from queuebridge.worker.tracking import Job, Tracker
@@ -73,7 +78,9 @@ class Worker:
         self._ran = True
         options = self.options
         shared = Shared(options, self._tracker, threading.Semaphore(options.concurrency),
-                        queue.SimpleQueue(), self._stopping, self._closed, self._wake)
+                        queue.SimpleQueue(), self._stopping, self._closed, self._wake,
+                        self._open_guard())
+        heartbeat = self._open_heartbeat()
         runner = Runner(self.bridge, shared, self._counters)
         consumers = [Consumer(backend, shared, self._on_overrun)
                      for backend in self.bridge.backends.values()]
@@ -86,14 +93,19 @@ class Worker:
                 thread.start()
             for consumer in consumers:
                 consumer.start()
+            if heartbeat is not None:
+                heartbeat.start()
             log.info("worker %s: consuming %s from %s with %d %s", self.name,
                      ", ".join(options.queues), ", ".join(self.bridge.backends),
                      options.concurrency, options.pool)
             self._main_loop(consumers)
             self._wait_quiet(consumers)
-            self._drain()
+            self._drain(shared.guard)
         finally:
             self._shutdown(shared, consumers, pool)
+            if heartbeat is not None:
+                heartbeat.stop(self.name)
+            shared.guard.close()
             restore()
         log.info("worker %s: stopped; %s", self.name, self.stats)
         return 0
@@ -136,7 +148,7 @@ class Worker:
                 log.warning("worker %s: consumer for %r did not stop leasing within %.1f s",
                             self.name, consumer.backend.name, limit)
 
-    def _drain(self) -> None:
+    def _drain(self, guard: DedupGuard) -> None:
         """Let in-flight jobs finish within the grace period, then hand back the rest."""
         deadline = time.monotonic() + self.options.grace_period
         if self._tracker.count():
@@ -147,13 +159,14 @@ class Worker:
             if self._tracker.wait_empty(max(0.0, min(_TICK, remaining))) or remaining <= 0:
                 break
             self._take_signals()
-        self._return_leases(self._tracker.abandon())
+        self._return_leases(self._tracker.abandon(), guard)
 
-    def _return_leases(self, jobs: list[Job]) -> None:
+    def _return_leases(self, jobs: list[Job], guard: DedupGuard) -> None:
         for job in jobs:
             envelope = job.delivery.envelope
             try:
                 if envelope is not None:
+                    guard.release(envelope)
                     job.backend.retry(job.delivery, envelope)
                     self._counters.add("returned")
             except BackendError as exc:
@@ -174,6 +187,23 @@ class Worker:
         for thread in pool:
             # A thread still inside an abandoned task is a daemon: it cannot hold us up.
             thread.join(max(0.0, min(0.5, limit - time.monotonic())))
+
+    def _open_guard(self) -> DedupGuard:
+        path = self.options.state_path
+        if path is None:
+            return DedupGuard(None, self.name, self.options.dedup_ttl)
+        return DedupGuard(SQLiteDedupStore(path), self.name, self.options.dedup_ttl,
+                          SQLiteCheckpoints(path))
+
+    def _open_heartbeat(self) -> Heartbeat | None:
+        if self.options.state_path is None:
+            return None
+        info = WorkerInfo(self.name, socket.gethostname(), os.getpid(),
+                          tuple(self.bridge.backends), self.options.queues,
+                          interval=self.options.heartbeat_interval)
+        return Heartbeat(SQLiteHeartbeats(self.options.state_path),
+                         lambda: replace(info, current_jobs=tuple(self._tracker.job_ids())),
+                         self.options.heartbeat_interval)
 
     def _on_overrun(self, job: Job) -> None:
         log.warning("worker %s: job %s (%s) is past its soft timeout and still running",

@@ -49,8 +49,9 @@ class WorkerOptions:
     burst_outage_wait: float = 60.0
     """In burst mode, how long a backend that fails mid-run is waited for before it
     is skipped (a backend already down at start is skipped at once)."""
-    state_path: Path | None = None
-    """SQLite file for dedup claims, checkpoints and heartbeats (``None``: none kept)."""
+    state_path: Path | None = Path(".queuebridge/worker.sqlite3")
+    """SQLite file (WAL) for dedup claims, checkpoints and heartbeats, shared by the
+    workers of one host. ``None`` turns all three off."""
     dedup_ttl: float = 86_400.0
     """How long a finished job id is remembered (duplicates within it are skipped)."""
 

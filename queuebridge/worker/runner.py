@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 from queuebridge.bridge import Bridge
 from queuebridge.context import CheckpointAccess, JobContext, job_context
+from queuebridge.dedup import Claim
 from queuebridge.envelope import Envelope
 from queuebridge.errors import BackendError, JobTimeout, QueueBridgeError
 from queuebridge.registry import Task
@@ -30,14 +32,14 @@ class Runner:
     again (at-least-once; the dedup store stops a finished attempt from re-running).
     """
 
-    def __init__(self, bridge: Bridge, shared: Shared, counters: Counters, *,
-                 checkpoints: CheckpointAccess | None = None) -> None:
+    def __init__(self, bridge: Bridge, shared: Shared, counters: Counters) -> None:
         self.bridge = bridge
         self.options = shared.options
         self.counters = counters
         self.tracker = shared.tracker
         self.slots = shared.slots
-        self.checkpoints = checkpoints
+        self.guard = shared.guard
+        self.checkpoints: CheckpointAccess | None = shared.guard.checkpoints
 
     def handle(self, job: Job) -> None:
         """Process ``job`` end to end, then free its pool slot."""
@@ -67,6 +69,21 @@ class Runner:
     # -- running ---------------------------------------------------------------------
 
     def _run(self, job: Job, task: Task[Any, Any], env: Envelope) -> None:
+        claim = self.guard.claim(env, job.backend.settings.lease_timeout)
+        if claim is Claim.CLAIMED:
+            self._attempt(job, task, env)
+        elif claim is Claim.DONE:
+            self._duplicate(job, env)
+        elif self.tracker.settle(job):
+            # Running elsewhere (the same job on another backend, or a worker that may
+            # have died): hand it back for a little later; once that run is done this
+            # delivery is acked as a duplicate, and a dead owner's claim expires.
+            log.info("worker: job %s attempt %d is running elsewhere; retrying it later",
+                     env.id, env.attempt)
+            later = replace(env, not_before=time.time() + min(5.0, self.options.poll_timeout))
+            self._hand_back(job, later)
+
+    def _attempt(self, job: Job, task: Task[Any, Any], env: Envelope) -> None:
         timeout = task.timeout
         job.deadline = time.time() + timeout if timeout is not None else None
         ctx = JobContext(env.id, env.attempt, env.max_retries, job.delivery.backend,
@@ -83,8 +100,11 @@ class Runner:
             return  # the worker stopped and already handed the lease back
         if error is None:
             self._succeed(job, env, duration)
+            self.guard.finish(env, succeeded=True)
+        elif self._fail(job, task, env, error):
+            self.guard.finish(env, succeeded=False)
         else:
-            self._fail(job, task, env, error)
+            self.guard.release(env)
 
     def invoke(self, task: Task[Any, Any], env: Envelope, ctx: JobContext) -> BaseException | None:
         """Call the task in this thread; return what it raised, or ``None``."""
@@ -106,18 +126,31 @@ class Runner:
         self.counters.add("succeeded")
         self.bridge.plugins.job_succeeded(env, job.backend.name, duration)
 
-    def _fail(self, job: Job, task: Task[Any, Any], env: Envelope, error: BaseException) -> None:
+    def _fail(self, job: Job, task: Task[Any, Any], env: Envelope, error: BaseException
+              ) -> bool:
+        """Retry or dead-letter; False when neither reached a broker."""
         summary = f"{type(error).__name__}: {error}"
         self.counters.add("failed")
         self.bridge.plugins.job_failed(env, job.backend.name, summary)
         if env.retries_left > 0:
-            self._retry(job, task, env, summary)
-        else:
-            trace = "".join(traceback.format_exception(error)).rstrip()
-            self._report_dead(job, f"{summary} (attempt {env.attempt} of "
-                                   f"{env.max_retries + 1})\n{trace}")
+            return self._retry(job, task, env, summary)
+        trace = "".join(traceback.format_exception(error)).rstrip()
+        return self._report_dead(job, f"{summary} (attempt {env.attempt} of "
+                                      f"{env.max_retries + 1})\n{trace}")
 
-    def _retry(self, job: Job, task: Task[Any, Any], env: Envelope, summary: str) -> None:
+    def _duplicate(self, job: Job, env: Envelope) -> None:
+        if not self.tracker.settle(job):
+            return
+        try:
+            job.backend.ack(job.delivery)
+        except BackendError as exc:
+            log.warning("worker: could not ack duplicate of job %s: %s", env.id, exc)
+        self.counters.add("duplicates")
+        log.info("worker: job %s attempt %d already done; acked the duplicate from %r",
+                 env.id, env.attempt, job.backend.name)
+        self.bridge.plugins.job_duplicate(env, job.backend.name)
+
+    def _retry(self, job: Job, task: Task[Any, Any], env: Envelope, summary: str) -> bool:
         base, cap = task.retry_backoff, task.retry_backoff_max
         delay = retry_delay(env.attempt,
                             self.options.retry_backoff if base is None else base,
@@ -125,11 +158,12 @@ class Runner:
         following = env.next_attempt(delay)
         landed = self._send_retry(job, following)
         if landed is None:
-            return
+            return False
         self.counters.add("retried")
         log.info("worker: job %s (%s) failed attempt %d: %s; retrying in %.2f s via %s",
                  env.id, env.task, env.attempt, summary, delay, landed)
         self.bridge.plugins.job_retried(following, landed, delay)
+        return True
 
     def _send_retry(self, job: Job, following: Envelope) -> str | None:
         """Put the next attempt on whichever backend is live; return where it went."""
@@ -159,27 +193,32 @@ class Runner:
         if self.tracker.settle(job):
             self._report_dead(job, reason)
 
-    def _report_dead(self, job: Job, reason: str) -> None:
+    def _report_dead(self, job: Job, reason: str) -> bool:
         try:
             job.backend.dead_letter(job.delivery, reason)
         except BackendError as exc:
             log.error("worker: could not dead-letter job %s (%s); its lease is left to be "
                       "recovered", job.delivery.job_id, exc)
-            return
+            return False
         self.counters.add("dead_lettered")
         log.warning("worker: dead-lettered job %s on %r: %s", job.delivery.job_id,
                     job.backend.name, reason.splitlines()[0])
         self.bridge.plugins.job_dead_lettered(job.delivery, reason)
+        return True
 
     def _return_early(self, job: Job, env: Envelope) -> None:
         """A job handed out before its ``not_before`` goes back; its consumer pauses."""
-        if not self.tracker.settle(job):
-            return
+        if self.tracker.settle(job) and self._hand_back(job, env):
+            wait = min((env.not_before or 0) - time.time(), self.options.poll_timeout)
+            job.consumer.pause_until(time.monotonic() + max(0.0, wait))
+
+    def _hand_back(self, job: Job, env: Envelope) -> bool:
+        """Release the lease without running the job; False if the broker refused."""
         try:
             job.backend.retry(job.delivery, env)
         except BackendError as exc:
-            log.warning("worker: could not return early job %s: %s", env.id, exc)
-            return
+            log.warning("worker: could not hand back job %s (its lease will be "
+                        "recovered): %s", env.id, exc)
+            return False
         self.counters.add("returned")
-        wait = min((env.not_before or 0) - time.time(), self.options.poll_timeout)
-        job.consumer.pause_until(time.monotonic() + max(0.0, wait))
+        return True

@@ -88,6 +88,11 @@ class Tracker:
         with self._cond:
             return [job for job in self._active if job.consumer is consumer]
 
+    def job_ids(self) -> list[str]:
+        """Ids of the jobs in flight (for heartbeats)."""
+        with self._cond:
+            return sorted(job.delivery.job_id for job in self._active)
+
     def wait_empty(self, timeout: float) -> bool:
         """Block until no job is in flight or ``timeout`` passes; True if empty."""
         deadline = time.monotonic() + timeout
