@@ -234,7 +234,7 @@ def render_status(report: StatusReport) -> str:
              *("-" if b.depths.get(q) is None else b.depths[q] for q in report.queues), b.url)
             for b in report.backends]
     lines = [f"config: {report.source}", render_table(headers, rows)]
-    lines += [f"{b.name}: {b.error}" for b in report.backends if b.error]
+    lines += [b.error for b in report.backends if b.error]
     up = sum(1 for b in report.backends if b.up)
     lines.append(f"state: {report.overall.label} ({up} of {len(report.backends)} backends up)")
     return "\n".join(lines)

@@ -56,6 +56,7 @@ class BackendStatus:
     """Seconds the ping took, when up."""
     depths: dict[str, int | None] = field(default_factory=dict)
     error: str = ""
+    """Why the backend is down, starting with its name (``primary: connection refused``)."""
 
     @property
     def latency_ms(self) -> float | None:
@@ -143,6 +144,9 @@ def backend_status(backend: Backend, queues: Sequence[str]) -> BackendStatus:
 
 
 def _down(backend: Backend, error: str) -> BackendStatus:
+    # BackendError messages already start with the backend's name; give the others one.
+    prefix = f"{backend.name}: "
+    error = error if error.startswith(prefix) else prefix + error
     return BackendStatus(backend.name, backend.settings.type, backend.settings.safe_url,
                          up=False, error=redact_text(error))
 

@@ -6,6 +6,7 @@ import importlib
 import json
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,10 @@ from types import ModuleType
 import pytest
 from click.testing import CliRunner, Result
 
+from queuebridge.backend import BackendSettings
+from queuebridge.backends.memory import MemoryBackend
 from queuebridge.cli import cli
+from queuebridge.status import Overall, gather_status
 
 SECRET = "pa55-w0rd-XYZ"
 CONFIG = """
@@ -238,7 +242,7 @@ def test_status_degraded_and_down(app: ModuleType) -> None:
     result = run("--app", f"{app.__name__}:bridge", "status")
     assert result.exit_code == 2, result.output
     assert "state: down (0 of 2 backends up)" in result.stdout
-    assert "one: one: connection refused" in result.stdout
+    assert "\none: connection refused\n" in result.stdout
 
 
 # -- enqueue -----------------------------------------------------------------------------------
@@ -306,3 +310,21 @@ def test_logging_handler_is_removed_after_the_command(config: Path) -> None:
     assert root.handlers == handlers
     assert root.level == level
 
+
+
+def test_gather_status_reports_a_hung_backend_down_within_its_timeout() -> None:
+    hung = MemoryBackend(BackendSettings(name="hung", type="memory", timeout=0.2,
+                                         connect_timeout=0.2))
+    fine = MemoryBackend(BackendSettings(name="fine", type="memory",
+                                         url="redis://:secret-pw@h/0"))
+    hung.hang()
+    start = time.monotonic()
+    report = gather_status([hung, fine], ["q"])
+    assert time.monotonic() - start < 3.0
+    assert report.overall is Overall.DEGRADED
+    assert report.overall.exit_code == 1
+    down, up = report.backends
+    assert (down.up, down.error) == (False, "hung: timed out (broker hung)")
+    assert (up.up, up.depths, up.url) == (True, {"q": 0}, "redis://:***@h/0")
+    assert "secret-pw" not in json.dumps(report.to_dict())
+    hung.heal()
