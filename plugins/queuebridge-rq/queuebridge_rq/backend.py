@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import redis
-from redis.client import Pipeline
 from redis.commands.core import Script
 from rq.job import Job
 from rq.results import Result
@@ -116,27 +115,31 @@ class RQBackend(Backend):
 
     def _send_many(self, envelopes: Sequence[Envelope]) -> None:
         now = time.time()
+        stamp = rq_timestamp(now)
+        ready: dict[str, list[str]] = {}
+        delayed: dict[str, dict[str, float]] = {}
+        statuses = []
+        for envelope in envelopes:
+            keys = self.queue_keys(envelope.queue)
+            if envelope.not_before is not None and envelope.not_before > now:
+                delayed.setdefault(keys.scheduled, {})[envelope.id] = envelope.not_before
+                statuses.append("scheduled")
+            else:
+                ready.setdefault(keys.queue, []).append(envelope.id)
+                statuses.append("queued")
         with translated(self.name, "send"), self.client.pipeline(transaction=True) as pipe:
-            queues: set[str] = set()
-            for envelope in envelopes:
-                self._stage(pipe, envelope, now)
-                queues.add(self.queue_keys(envelope.queue).queue)
-            pipe.sadd(QUEUES_SET, *queues)
+            # DEL first: a re-sent id (failover, spool replay) must not keep a finished
+            # predecessor's expiry or fields. Queued jobs never expire.
+            pipe.delete(*{job_key(envelope.id) for envelope in envelopes})
+            for envelope, status in zip(envelopes, statuses, strict=True):
+                pipe.hset(job_key(envelope.id), mapping=encode_job(
+                    envelope, stamp, self.options.result_ttl, self.options.failure_ttl, status))
+            for queue_key, ids in ready.items():
+                pipe.rpush(queue_key, *ids)
+            for scheduled_key, scores in delayed.items():
+                pipe.zadd(scheduled_key, scores)
+            pipe.sadd(QUEUES_SET, *{self.queue_keys(env.queue).queue for env in envelopes})
             pipe.execute()
-
-    def _stage(self, pipe: Pipeline, envelope: Envelope, now: float) -> None:
-        keys = self.queue_keys(envelope.queue)
-        delayed = envelope.not_before is not None and envelope.not_before > now
-        key = job_key(envelope.id)
-        pipe.hset(key, mapping=encode_job(envelope, now, self.options.result_ttl,
-                                          self.options.failure_ttl,
-                                          "scheduled" if delayed else "queued"))
-        # A re-sent id may have a finished predecessor with an expiry: queued jobs never expire.
-        pipe.persist(key)
-        if delayed:
-            pipe.zadd(keys.scheduled, {envelope.id: envelope.not_before or now})
-        else:
-            pipe.rpush(keys.queue, envelope.id)
 
     # -- leasing -------------------------------------------------------------------
 
@@ -196,8 +199,8 @@ class RQBackend(Backend):
         target = self.queue_keys(envelope.queue)
         now = time.time()
         delayed = envelope.not_before is not None and envelope.not_before > now
-        fields = encode_job(envelope, now, self.options.result_ttl, self.options.failure_ttl,
-                            "scheduled" if delayed else "queued")
+        fields = encode_job(envelope, rq_timestamp(now), self.options.result_ttl,
+                            self.options.failure_ttl, "scheduled" if delayed else "queued")
         flat = [item for pair in fields.items() for item in pair]
         done = self._run("RETRY", [keys.leases, keys.started, target.queue, target.scheduled,
                                    job_key(envelope.id)],
