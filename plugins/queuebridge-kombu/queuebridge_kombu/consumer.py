@@ -59,6 +59,7 @@ class Consumer:
         self.leases: dict[int, Lease] = {}
         self.last_take = time.monotonic()
         self._waiting = 0
+        self._heard: tuple[int, float] = (-1, 0.0)
 
     def on_connect(self, channel: Any) -> None:
         """A new connection: nothing is subscribed, buffered or leased on it."""
@@ -76,9 +77,11 @@ class Consumer:
         deadline = time.monotonic() + timeout
         while True:
             with self.link.lock, self.link.guard("reserve") as channel:
+                self._probe_if_quiet(channel)
                 self._subscribe(channel, queues)
                 found = self._pop(queues, wait=min(_SLICE, deadline - time.monotonic()))
                 self.last_take = time.monotonic()
+                self._note_traffic(self.last_take)
                 if found is not None:
                     message, queue = found
                     tag = message.delivery_info["delivery_tag"]
@@ -90,6 +93,23 @@ class Consumer:
                 if not self._waiting:
                     break
                 time.sleep(0.0005)
+
+    def _probe_if_quiet(self, channel: Any) -> None:
+        """An idle consumer cannot tell an empty queue from a hung broker: after
+        ``timeout`` seconds without a byte from the broker, make one round trip
+        (it times out on a hung broker, and the reserve fails fast)."""
+        now = time.monotonic()
+        if not self._note_traffic(now) and now - self._heard[1] > self.link.settings.timeout:
+            channel.basic_qos(0, self._prefetch, False)
+            self._note_traffic(now)
+
+    def _note_traffic(self, now: float) -> bool:
+        """Remember when the broker last sent anything; True if it just did."""
+        received = self.link.connection.bytes_recv
+        if received == self._heard[0]:
+            return False
+        self._heard = (received, now)
+        return True
 
     def _subscribe(self, channel: Any, queues: Sequence[str]) -> None:
         new = [queue for queue in queues if queue not in self._buffers]
