@@ -310,6 +310,9 @@ def _convert(value: object, hint: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(path, f"expected an array, got {_toml_type(value)}")
         return tuple(_convert(item, args[0], f"{path}[{i}]") for i, item in enumerate(value))
+    if hint not in _SCALARS:
+        # A settings field of a new type: a bug to fix here, not the user's config error.
+        raise TypeError(f"{path}: the config loader cannot read settings of type {hint!r}")
     accepts, convert, expected = _SCALARS[hint]
     if not accepts(value):
         raise ConfigError(path, f"expected {expected}, got {_toml_type(value)}")
