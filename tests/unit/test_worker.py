@@ -53,7 +53,7 @@ def test_retry_then_success_counts_attempts_and_waits_backoff(bridge: Bridge) ->
         if len(attempts) < 3:
             raise RuntimeError("not yet")
 
-    flaky.retry_backoff = 0.1
+    flaky.retry_backoff, flaky.retry_backoff_max = 0.1, 0.2
     memory(bridge, "b1").send(flaky.job())
 
     worker = burst(bridge)
