@@ -21,6 +21,7 @@ import click
 
 from queuebridge.bridge import Bridge
 from queuebridge.config import import_object, load_settings
+from queuebridge.drill.command import drill
 from queuebridge.envelope import Envelope, validate_job_id, validate_queue_name
 from queuebridge.errors import ConfigError, QueueBridgeError, SerializationError
 from queuebridge.plugins import PluginManager
@@ -287,6 +288,9 @@ def worker(ctx: click.Context, queues: tuple[str, ...] | None, concurrency: int 
         )
         code = Worker(bridge, worker_options).run()
     ctx.exit(code)
+
+
+cli.add_command(drill)
 
 
 def main() -> None:
