@@ -44,6 +44,7 @@ class BackendHealth:
     """Seconds of the last successful send or probe; ``None`` before the first."""
     consecutive_failures: int
     consecutive_successes: int
+    """Good sends while up; good probes (towards ``recovery_probes``) while down."""
     last_error: str
     """The last failure, credentials redacted; empty if none yet."""
     down_count: int
@@ -63,14 +64,17 @@ class _Record:
     latency: float | None = None
     failures: int = 0
     successes: int = 0
+    good_probes: int = 0
+    """Kept apart from ``successes``: only the monitor writes it, under the lock."""
     last_error: str = ""
     down_count: int = 0
     interval: float = 0.0
     next_probe: float = 0.0
 
     def view(self) -> BackendHealth:
+        successes = self.successes if self.up else self.good_probes
         return BackendHealth(self.name, self.up, self.since, self.latency, self.failures,
-                             self.successes, self.last_error, self.down_count)
+                             successes, self.last_error, self.down_count)
 
 
 class HealthBoard:
@@ -123,11 +127,14 @@ class HealthBoard:
     def send_ok(self, name: str, latency: float) -> None:
         """A send to ``name`` succeeded. Never brings a down backend up: only probes do."""
         record = self._records[name]
-        with self._lock:
-            record.latency = latency
-            if record.up:
+        # The fast path takes no lock: these counters are for status output and a lost
+        # increment under contention is harmless. Resetting failures (which the
+        # threshold reads) does take it.
+        record.latency = latency
+        record.successes += 1
+        if record.failures:
+            with self._lock:
                 record.failures = 0
-                record.successes += 1
 
     def send_failed(self, name: str, error: str, *, unavailable: bool) -> None:
         """A send to ``name`` failed. Opens the circuit once the consecutive failures reach
@@ -165,8 +172,8 @@ class HealthBoard:
                 return False
             record.latency = latency
             record.failures = 0
-            record.successes += 1
-            if record.successes >= self._settings.recovery_probes:
+            record.good_probes += 1
+            if record.good_probes >= self._settings.recovery_probes:
                 self._mark_up(record)
             else:
                 # Confirmation probes follow at the base interval: recovery stays prompt.
@@ -191,6 +198,7 @@ class HealthBoard:
     def _count_failure(self, record: _Record, error: str) -> None:
         record.failures += 1
         record.successes = 0
+        record.good_probes = 0
         record.last_error = redact_text(error)
 
     def _mark_down(self, record: _Record) -> None:
@@ -208,7 +216,7 @@ class HealthBoard:
         now = time.time()
         downtime, record.since = now - record.since, now
         record.up = True
-        record.successes = 0
+        record.successes = record.good_probes = 0
         self._pending.append(BackendUp(now, record.name, downtime))
         self._relink(before, "")
 

@@ -110,7 +110,7 @@ class Router:
             raise EnqueueError("the router is closed")
         if not envelopes:
             return []
-        deadline = time.monotonic() + self.settings.deadline
+        deadline = time.perf_counter() + self.settings.deadline
         placed, errors = self._send_live(envelopes, deadline)
         if placed is None:
             placed = self._fall_back(envelopes, errors, deadline)
@@ -123,17 +123,19 @@ class Router:
         """Try the up backends in order; return the one that accepted, and the errors."""
         errors: list[str] = []
         for name in self._board.live:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                errors.append(f"enqueue deadline ({self.settings.deadline}s) passed")
-                break
-            if self._attempt(self._by_name[name], envelopes, remaining, errors):
+            if self._attempt(self._by_name[name], envelopes, deadline, errors):
                 return name, errors
         return None, errors
 
-    def _attempt(self, backend: Backend, envelopes: Sequence[Envelope], remaining: float,
+    def _attempt(self, backend: Backend, envelopes: Sequence[Envelope], deadline: float,
                  errors: list[str]) -> bool:
+        # perf_counter is monotonic: one clock serves the deadline and the latency.
         start = time.perf_counter()
+        remaining = deadline - start
+        if remaining <= 0:
+            errors.append(f"{backend.name}: not tried, the enqueue deadline "
+                          f"({self.settings.deadline}s) passed")
+            return False
         try:
             if backend.settings.timeout <= remaining:
                 backend.send_many(envelopes)
@@ -187,13 +189,14 @@ class Router:
             if drainer is not None:
                 drainer.wake()
             return SPOOL
-        if time.monotonic() >= deadline:
+        if time.perf_counter() >= deadline:
             raise DeadlineExceeded(f"no backend accepted the job in time: {why}")
         raise NoBackendAvailable(f"no backend accepted the job and the spool is off: {why}")
 
     def _replay(self, envelopes: Sequence[Envelope]) -> None:
         """The drainer's send: live backends only, never back into the spool."""
-        placed, errors = self._send_live(envelopes, time.monotonic() + self.settings.deadline)
+        placed, errors = self._send_live(envelopes,
+                                         time.perf_counter() + self.settings.deadline)
         if placed is None:
             raise NoBackendAvailable(redact_text("; ".join(errors) or "every backend is down"))
         for envelope in envelopes:
