@@ -138,7 +138,7 @@ class Link:
         translated, the link dropped after a failure. Yields the channel."""
         try:
             channel = self.channel()
-            with self._timeout(self._kombu, self.settings.timeout):
+            with channel.connection.transport.having_timeout(self.settings.timeout):
                 yield channel
         except _CONFIG_ERRORS as exc:
             self.drop()

@@ -56,6 +56,12 @@ class Publisher:
         self._failures.clear()
         self._nacked = 0
         self.topology.reset()
+        # py-amqp polls the socket before *every* publish when the broker may send
+        # connection.blocked; we read those frames while awaiting confirms anyway
+        # (and a blocked broker makes the confirm wait time out: fail fast).
+        capabilities = channel.connection.client_properties.get("capabilities")
+        if isinstance(capabilities, dict):
+            capabilities["connection.blocked"] = False
         channel.confirm_select()
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)

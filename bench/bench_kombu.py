@@ -1,0 +1,169 @@
+"""Benchmark: queuebridge on the kombu backend vs raw Kombu, same machine, one run.
+
+    .venv/bin/python bench/bench_kombu.py [--jobs 5000] [--batch 250] [--concurrency 8]
+        [--url amqp://guest:guest@127.0.0.1:5672//]
+
+Uses the RabbitMQ at ``--url`` (fresh queues, deleted afterwards) and a temporary
+folder for the filesystem broker. Prints a table of rates and ratios:
+
+* AMQP enqueue: Kombu ``Producer.publish`` with publisher confirms vs ``task.enqueue``
+* AMQP batch:   ``task.enqueue_many`` in batches vs that raw confirmed publish
+* filesystem:   Kombu's filesystem transport publish vs ``task.enqueue`` (fsync'd) and
+  ``task.enqueue_many``
+* drain:        the queuebridge Worker (burst) running no-op jobs, on AMQP and filesystem
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kombu
+from queuebridge_kombu import KombuBackend
+from queuebridge_kombu.amqp import AMQPBackend
+
+from queuebridge import Bridge
+from queuebridge.backend import Backend, BackendSettings
+from queuebridge.worker import Worker, WorkerOptions
+
+QUEUES_TO_DELETE: set[str] = set()
+
+
+def noop(i: int) -> None:
+    """The benchmark task: does nothing."""
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def fresh_queue(kind: str) -> str:
+    return f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def make_bridge(url: str) -> tuple[Bridge, Backend]:
+    backend = KombuBackend.from_settings(BackendSettings(name="kombu", type="kombu", url=url))
+    return Bridge([backend]), backend
+
+
+def close_bridge(bridge: Bridge, backend: Backend) -> None:
+    if isinstance(backend, AMQPBackend):
+        QUEUES_TO_DELETE.update(backend.declared_queues())
+    bridge.close()
+
+
+def bench_raw_confirmed(url: str, jobs: int) -> float:
+    queue = fresh_queue("raw")
+    QUEUES_TO_DELETE.add(queue)
+    with kombu.Connection(url, transport_options={"confirm_publish": True}) as conn:
+        exchange = kombu.Exchange("bench-raw", "direct", durable=True)
+        kombu.Queue(queue, exchange, routing_key=queue, durable=True)(conn.channel()).declare()
+        producer = kombu.Producer(conn.channel(), exchange=exchange, routing_key=queue,
+                                  serializer="json")
+        producer.publish({"i": -1}, delivery_mode=2)  # warm up outside the timing
+        return jobs / timed(lambda: [producer.publish({"i": i}, delivery_mode=2)
+                                     for i in range(jobs)])
+
+
+def bench_raw_filesystem(folder: Path, jobs: int) -> float:
+    data = folder / "raw"
+    data.mkdir()
+    options = {"data_folder_in": str(data), "data_folder_out": str(data)}
+    with kombu.Connection("filesystem://", transport_options=options) as conn:
+        producer = kombu.Producer(conn.channel(), routing_key="raw", serializer="json")
+        producer.publish({"i": -1})
+        return jobs / timed(lambda: [producer.publish({"i": i}) for i in range(jobs)])
+
+
+def bench_enqueue(url: str, jobs: int) -> float:
+    bridge, backend = make_bridge(url)
+    task = bridge.task(name="bench.noop", queue=fresh_queue("qb"))(noop)
+    task.enqueue(-1)  # connect and declare outside the timing, as the raw side does
+    rate = jobs / timed(lambda: [task.enqueue(i) for i in range(jobs)])
+    close_bridge(bridge, backend)
+    return rate
+
+
+def enqueue_in_batches(task: Any, jobs: int, batch: int) -> None:
+    for start in range(0, jobs, batch):
+        task.enqueue_many([(i,) for i in range(start, min(jobs, start + batch))])
+
+
+def bench_enqueue_many(url: str, jobs: int, batch: int) -> float:
+    bridge, backend = make_bridge(url)
+    task = bridge.task(name="bench.noop", queue=fresh_queue("qbmany"))(noop)
+    task.enqueue(-1)
+    rate = jobs / timed(lambda: enqueue_in_batches(task, jobs, batch))
+    close_bridge(bridge, backend)
+    return rate
+
+
+def bench_drain(url: str, jobs: int, batch: int, concurrency: int) -> float:
+    bridge, backend = make_bridge(url)
+    queue = fresh_queue("qbw")
+    task = bridge.task(name="bench.noop", queue=queue)(noop)
+    enqueue_in_batches(task, jobs, batch)
+    worker = Worker(bridge, WorkerOptions(queues=(queue,), burst=True, concurrency=concurrency,
+                                          poll_timeout=0.2))
+    seconds = timed(worker.run)
+    assert backend.depth(queue) == 0, "the worker left jobs behind"
+    close_bridge(bridge, backend)
+    return jobs / seconds
+
+
+def delete_queues(url: str) -> None:
+    with kombu.Connection(url) as conn:
+        channel = conn.channel()
+        for name in sorted(QUEUES_TO_DELETE):
+            channel.queue_delete(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672//")
+    args = parser.parse_args()
+    n, b, c = args.jobs, args.batch, args.concurrency
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        folder = Path(tmp).resolve()
+        fs_url = f"filesystem://{folder}/broker"
+        try:
+            raw = bench_raw_confirmed(args.url, n)
+            single = bench_enqueue(args.url, n)
+            many = bench_enqueue_many(args.url, n, b)
+            raw_fs = bench_raw_filesystem(folder, n)
+            fs_single = bench_enqueue(fs_url, n)
+            fs_many = bench_enqueue_many(fs_url, n, b)
+            amqp_drain = bench_drain(args.url, n, b, c)
+            fs_drain = bench_drain(fs_url, n, b, c)
+        finally:
+            delete_queues(args.url)
+    rows = [
+        ("kombu Producer.publish, confirm_publish", raw, "", ""),
+        ("queuebridge task.enqueue (AMQP)", single, f"{single / raw:.2f}x", ">= 0.9x"),
+        (f"queuebridge enqueue_many (AMQP, {b}/batch)", many, f"{many / raw:.1f}x", ">= 5x"),
+        ("kombu filesystem transport publish (no fsync)", raw_fs, "", ""),
+        ("queuebridge task.enqueue (filesystem, fsync)", fs_single, f"{fs_single / raw_fs:.2f}x",
+         ""),
+        (f"queuebridge enqueue_many (filesystem, {b}/batch)", fs_many,
+         f"{fs_many / raw_fs:.2f}x", ""),
+        (f"queuebridge Worker burst, AMQP (concurrency {c})", amqp_drain, "", ">= 2,000/s"),
+        (f"queuebridge Worker burst, filesystem (concurrency {c})", fs_drain, "", ">= 2,000/s"),
+    ]
+    print(f"{n} jobs per measurement; RabbitMQ at {args.url.split('@')[-1]}")
+    print(f"{'measurement':<54} {'jobs/s':>10} {'ratio':>8} {'target':>11}")
+    for name, rate, ratio, target in rows:
+        print(f"{name:<54} {rate:>10,.0f} {ratio:>8} {target:>11}")
+
+
+if __name__ == "__main__":
+    main()
