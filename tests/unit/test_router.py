@@ -189,7 +189,7 @@ def test_a_hung_backend_within_the_deadline_fails_over_in_the_same_call(
     assert time.monotonic() - start < 0.3 + EPSILON
     start = time.monotonic()
     assert bridge.submit([job()])[0].backend == "alternate"
-    assert time.monotonic() - start < 0.05  # the circuit is open: no second wait
+    assert time.monotonic() - start < 0.1  # the circuit is open: no second wait
 
 
 def test_the_deadline_holds_when_a_backend_hangs_longer(make_bridge: MakeBridge) -> None:
