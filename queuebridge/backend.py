@@ -170,6 +170,18 @@ class Backend(ABC):
         with self._translating("reserve"):
             return self._reserve(queues, timeout)
 
+    def reserve_many(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``limit`` due jobs from ``queues`` (in priority order).
+
+        Waits up to ``timeout`` seconds for the first one, then takes only what is
+        already there; returns ``[]`` when nothing arrived. The fast path for workers:
+        adapters lease a batch in one round trip.
+        """
+        if limit < 1:
+            return []
+        with self._translating("reserve_many"):
+            return self._reserve_many(queues, limit, timeout)
+
     def ack(self, delivery: Delivery) -> None:
         """The job finished: remove it for good."""
         with self._translating("ack"):
@@ -235,6 +247,17 @@ class Backend(ABC):
 
     @abstractmethod
     def _reserve(self, queues: Sequence[str], timeout: float) -> Delivery | None: ...
+
+    def _reserve_many(self, queues: Sequence[str], limit: int, timeout: float
+                      ) -> list[Delivery]:
+        """Default: one ``_reserve`` per job. Override to lease a batch in one round trip."""
+        first = self._reserve(queues, timeout)
+        if first is None:
+            return []
+        leased = [first]
+        while len(leased) < limit and (more := self._reserve(queues, 0.0)) is not None:
+            leased.append(more)
+        return leased
 
     @abstractmethod
     def _ack(self, delivery: Delivery) -> None: ...

@@ -118,6 +118,28 @@ class BackendContract:
             backend.ack(delivery)
         assert seen == {env.id for env in batch}
 
+    def test_reserve_many_leases_a_batch_exclusively(
+        self, make_backend: MakeBackend, queue: str
+    ) -> None:
+        backend, other = make_backend(), make_backend()
+        batch = [_job(queue, args=(i,)) for i in range(30)]
+        backend.send_many(batch)
+        first = backend.reserve_many([queue], 20, timeout=WAIT)
+        assert 1 <= len(first) <= 20
+        rest: list[Delivery] = []
+        deadline = time.monotonic() + WAIT
+        # Both consumers keep leasing: a prefetching broker may hold the rest for either.
+        while len(first) + len(rest) < 30 and time.monotonic() < deadline:
+            rest.extend(other.reserve_many([queue], 20, timeout=0.2))
+            first.extend(backend.reserve_many([queue], 20, timeout=0.2))
+        ids = [d.envelope.id for d in first + rest if d.envelope is not None]
+        assert sorted(ids) == sorted(env.id for env in batch), "a job was lost or leased twice"
+        for delivery in first:
+            backend.ack(delivery)
+        for delivery in rest:
+            other.ack(delivery)
+        assert backend.reserve_many([queue], 5, timeout=0.2) == []
+
     def test_send_many_of_nothing_is_a_no_op(self, backend: Backend, queue: str) -> None:
         backend.send_many([])
         assert backend.depth(queue) == 0
