@@ -16,6 +16,7 @@ from typing import Any
 
 from queuebridge.dedup import StateDatabase
 from queuebridge.errors import SerializationError
+from queuebridge.state import CheckpointStore
 
 __all__ = ["SQLiteCheckpoints"]
 
@@ -28,7 +29,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
-class SQLiteCheckpoints:
+class SQLiteCheckpoints(CheckpointStore):
     """Job checkpoints in the worker state database (implements ``CheckpointAccess``)."""
 
     def __init__(self, path: Path) -> None:

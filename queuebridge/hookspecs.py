@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from queuebridge.backend import Backend, Delivery
     from queuebridge.envelope import Envelope
     from queuebridge.events import BackendDown, BackendUp, Failback, Failover
+    from queuebridge.state import StateStoreFactory
 
-__all__ = ["BackendRegistrar", "hookimpl"]
+__all__ = ["BackendRegistrar", "StateStoreRegistrar", "hookimpl"]
 
 PROJECT = "queuebridge"
 _hookspec = pluggy.HookspecMarker(PROJECT)
@@ -38,6 +39,23 @@ def queuebridge_register_backends(register: BackendRegistrar) -> None:
     """Add backend types: call ``register("rq", RQBackend)`` once per type.
 
     Two plugins registering the same type name is a :class:`~queuebridge.errors.PluginError`.
+    """
+
+
+class StateStoreRegistrar(Protocol):
+    """The callback handed to ``queuebridge_register_state_stores``."""
+
+    def __call__(self, scheme: str, factory: StateStoreFactory) -> None:
+        """Register ``factory`` for ``[queuebridge.worker] state`` URLs of ``scheme``
+        (``"redis"`` for ``redis://...``); it gets the whole URL and returns a
+        :class:`~queuebridge.state.WorkerState` without connecting yet."""
+
+
+@_hookspec
+def queuebridge_register_state_stores(register: StateStoreRegistrar) -> None:
+    """Add worker state stores: call ``register("redis", factory)`` once per URL scheme.
+
+    Two plugins registering the same scheme is a :class:`~queuebridge.errors.PluginError`.
     """
 
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import pluggy
 
@@ -24,7 +24,10 @@ from queuebridge.envelope import Envelope
 from queuebridge.errors import PluginError
 from queuebridge.events import BackendDown, BackendUp, Failback, Failover, TransitionEvent
 
-__all__ = ["BackendType", "PluginManager"]
+if TYPE_CHECKING:
+    from queuebridge.state import StateStoreFactory
+
+__all__ = ["BackendType", "PluginManager", "StateStoreType"]
 
 log = logging.getLogger("queuebridge.plugins")
 ENTRY_POINT_GROUP: Final = "queuebridge"
@@ -40,6 +43,26 @@ class BackendType:
     backend_class: type[Backend]
     distribution: str
     """The distribution (``name version``) that registered it; ``queuebridge`` for built-ins."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateStoreType:
+    """A worker state store registered for a URL scheme, and who provides it."""
+
+    scheme: str
+    factory: StateStoreFactory
+    distribution: str
+
+
+_Registered = TypeVar("_Registered", BackendType, StateStoreType)
+
+
+def _add_once(found: dict[str, _Registered], key: str, item: _Registered, what: str) -> None:
+    """Add ``item`` under ``key``; a second registration of ``key`` is a conflict."""
+    if key in found:
+        raise PluginError(f"{what} {key!r} is registered twice: by "
+                          f"{found[key].distribution} and by {item.distribution}")
+    found[key] = item
 
 
 @final
@@ -65,6 +88,7 @@ class PluginManager:
         self._loaded = False
         self._lock = threading.Lock()
         self._backend_types: dict[str, BackendType] | None = None
+        self._state_store_types: dict[str, StateStoreType] | None = None
 
     # -- loading ---------------------------------------------------------------------
 
@@ -112,6 +136,7 @@ class PluginManager:
         except ValueError as exc:
             raise PluginError(str(exc)) from exc
         self._backend_types = None
+        self._state_store_types = None
 
     def plugin_names(self) -> list[str]:
         """Names of every registered plugin."""
@@ -127,12 +152,19 @@ class PluginManager:
             self._backend_types = self._collect_backend_types()
         return dict(self._backend_types)
 
+    def _origins(self, hook: pluggy.HookCaller) -> list[tuple[Any, str]]:
+        """Each implementation of ``hook`` with the distribution that provides it."""
+        dists = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
+        found = []
+        for impl in hook.get_hookimpls():
+            dist = dists.get(id(impl.plugin))
+            found.append((impl.function,
+                          f"{dist.project_name} {dist.version}" if dist else "queuebridge"))
+        return found
+
     def _collect_backend_types(self) -> dict[str, BackendType]:
         found: dict[str, BackendType] = {}
-        dists = {id(plugin): dist for plugin, dist in self._pm.list_plugin_distinfo()}
-        for impl in self._pm.hook.queuebridge_register_backends.get_hookimpls():
-            dist = dists.get(id(impl.plugin))
-            origin = f"{dist.project_name} {dist.version}" if dist is not None else "queuebridge"
+        for function, origin in self._origins(self._pm.hook.queuebridge_register_backends):
 
             def register(
                 type_name: str, backend_class: type[Backend], origin: str = origin
@@ -141,14 +173,33 @@ class PluginManager:
                     raise PluginError(
                         f"{origin}: backend type {type_name!r} must be a Backend subclass"
                     )
-                if type_name in found:
-                    raise PluginError(
-                        f"backend type {type_name!r} is registered twice: by "
-                        f"{found[type_name].distribution} and by {origin}"
-                    )
-                found[type_name] = BackendType(type_name, backend_class, origin)
+                _add_once(found, type_name, BackendType(type_name, backend_class, origin),
+                          "backend type")
 
-            impl.function(register=register)
+            function(register=register)
+        return found
+
+    # -- worker state stores -------------------------------------------------------
+
+    def state_store_types(self) -> dict[str, StateStoreType]:
+        """Every registered worker state store, by URL scheme (lower case).
+        Raises :class:`PluginError` on conflicts."""
+        self.load()
+        if self._state_store_types is None:
+            self._state_store_types = self._collect_state_store_types()
+        return dict(self._state_store_types)
+
+    def _collect_state_store_types(self) -> dict[str, StateStoreType]:
+        found: dict[str, StateStoreType] = {}
+        for function, origin in self._origins(self._pm.hook.queuebridge_register_state_stores):
+
+            def register(scheme: str, factory: StateStoreFactory, origin: str = origin) -> None:
+                if not callable(factory):
+                    raise PluginError(f"{origin}: state store {scheme!r} must be callable")
+                key = scheme.lower()
+                _add_once(found, key, StateStoreType(key, factory, origin), "state store scheme")
+
+            function(register=register)
         return found
 
     # -- events ----------------------------------------------------------------------

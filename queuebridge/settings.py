@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from queuebridge.backend import BackendSettings
+from queuebridge.redact import redact_url
 
 __all__ = ["RouterSettings", "Settings", "SpoolSettings", "WorkerSettings"]
 
@@ -53,6 +54,15 @@ class WorkerSettings:
     grace_period: float = 30.0
     heartbeat_interval: float = 5.0
     poll_timeout: float = 1.0
+    state: str = field(default=".queuebridge/worker.sqlite3", repr=False)
+    """Where dedup claims, heartbeats and checkpoints live: a SQLite file path, or a
+    URL a plugin handles (``redis://...`` with queuebridge-rq). May hold a password:
+    show it only through :attr:`safe_state`."""
+
+    @property
+    def safe_state(self) -> str:
+        """``state`` with any password replaced by ``***``."""
+        return redact_url(self.state)
 
 
 @dataclass(frozen=True, slots=True)
