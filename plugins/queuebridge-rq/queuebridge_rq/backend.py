@@ -11,7 +11,8 @@ acked                     RQ's FinishedJobRegistry for ``result_ttl`` seconds
 dead-lettered             RQ's FailedJobRegistry, reason in ``exc_info``
 ========================  ==============================================
 
-Every transition is one Lua script (atomic); a send is one MULTI/EXEC pipeline.
+Every transition is one Lua script (atomic), a batch lease included; a send is one
+MULTI/EXEC pipeline.
 """
 
 from __future__ import annotations
@@ -144,21 +145,26 @@ class RQBackend(Backend):
     # -- leasing -------------------------------------------------------------------
 
     def _reserve(self, queues: Sequence[str], timeout: float) -> Delivery | None:
+        leased = self._reserve_many(queues, 1, timeout)
+        return leased[0] if leased else None
+
+    def _reserve_many(self, queues: Sequence[str], limit: int, timeout: float
+                      ) -> list[Delivery]:
         groups = [key for queue in queues for key in self._group(self.queue_keys(queue))]
         deadline = time.monotonic() + timeout
         pause = 0.005
         while True:
             now = time.time()
-            token = secrets.token_hex(8)
             reply = self._run("RESERVE", groups, [
-                repr(now), repr(now + self.settings.lease_timeout), token, JOB_PREFIX,
-                rq_timestamp(now),
+                repr(now), repr(now + self.settings.lease_timeout), secrets.token_hex(8),
+                JOB_PREFIX, rq_timestamp(now), limit,
             ])
             if reply:
-                return self._delivery(queues[int(reply[0])], reply)
+                return [self._delivery(queues[int(reply[at])], reply[at:at + 5])
+                        for at in range(0, len(reply), 5)]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             # Polling (not BLMOVE): a blocking pop cannot be made atomic with the lease
             # across several queues; the pause backs off to ``poll_interval`` when idle.
             time.sleep(min(pause, remaining))

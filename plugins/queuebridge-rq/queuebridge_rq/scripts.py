@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ACK", "DEAD_LETTER", "RECOVER", "RESERVE", "RETRY"]
+__all__ = ["ACK", "BEAT", "CLAIM", "DEAD_LETTER", "RECOVER", "RELEASE", "RENEW", "RESERVE",
+           "RETRY"]
 
 # Moves up to 100 due jobs per queue from the scheduled registry to the queue.
 _PROMOTE: Final = """
@@ -30,18 +31,26 @@ local function promote(queue, scheduled, now, prefix, stamp)
 end
 """
 
-# ARGV: now, lease expiry, token, job prefix, RQ timestamp.
-# Returns {queue index, member, data, meta, redelivered} or nil.
+# ARGV: now, lease expiry, token, job prefix, RQ timestamp, limit.
+# Leases up to ``limit`` jobs, draining queues in priority order. Returns a flat array,
+# five entries per job: queue index, member, data, meta, redelivered (empty: none due).
+# Members are ``<id>:<token>-<n>``: unique even when one id sits twice in a queue.
 RESERVE: Final = _PROMOTE + """
 local now, expiry, token, prefix, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local limit = tonumber(ARGV[6])
 local groups = #KEYS / 4
+local out, taken = {}, 0
 for i = 0, groups - 1 do
   promote(KEYS[i * 4 + 1], KEYS[i * 4 + 4], now, prefix, stamp)
 end
+-- One LPOP per job rather than LPOP's count form: that needs Redis 6.2, and inside a
+-- script the per-call cost is tiny next to the round trip we save.
 for i = 0, groups - 1 do
-  local id = redis.call('LPOP', KEYS[i * 4 + 1])
-  if id then
-    local member = id .. ':' .. token
+  while taken < limit do
+    local id = redis.call('LPOP', KEYS[i * 4 + 1])
+    if not id then break end
+    taken = taken + 1
+    local member = id .. ':' .. token .. '-' .. taken
     redis.call('ZADD', KEYS[i * 4 + 2], expiry, member)
     redis.call('ZADD', KEYS[i * 4 + 3], '+inf', member)
     local key = prefix .. id
@@ -49,10 +58,12 @@ for i = 0, groups - 1 do
     if fields[1] then
       redis.call('HSET', key, 'status', 'started', 'started_at', stamp)
     end
-    return {i, member, fields[1], fields[2], fields[3]}
+    local n = #out
+    out[n + 1], out[n + 2], out[n + 3] = i, member, fields[1]
+    out[n + 4], out[n + 5] = fields[2], fields[3]
   end
 end
-return false
+return out
 """
 
 # Keeps a job hash for ``ttl`` seconds (forever when ttl is -1) and lists it in an RQ
@@ -134,4 +145,52 @@ for i = 0, #KEYS / 4 - 1 do
   moved = moved + promote(queue, KEYS[i * 4 + 4], now, prefix, stamp)
 end
 return moved
+"""
+
+# -- worker state (see queuebridge_rq.worker_state) -------------------------------------
+# A claim key holds ``running:<owner>`` (expiring with the lease) or ``done`` (expiring
+# after the dedup TTL); an expired key is gone, so the next SET NX takes it over.
+
+# KEYS: claim keys. ARGV: 'running:<owner>', lease in ms. Returns 1 claimed, 2 done, 3 busy
+# per key, in order.
+CLAIM: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = 1
+  elseif redis.call('GET', key) == 'done' then
+    out[i] = 2
+  else
+    out[i] = 3
+  end
+end
+return out
+"""
+
+# KEYS: claim keys. ARGV: 'running:<owner>', lease in ms. Extends only the owner's claims.
+RENEW: Final = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+  end
+end
+return 0
+"""
+
+# KEYS: claim key. ARGV: 'running:<owner>'. Drops the claim only while the owner holds it.
+RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: workers hash. ARGV: worker name, WorkerInfo JSON, seconds to keep the hash.
+# Stamped with the server's clock, so hosts with skewed clocks still agree who is alive.
+BEAT: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.6f', now) .. ' ' .. ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 0
 """
