@@ -25,6 +25,7 @@ from queuebridge.plugins import PluginManager
 from queuebridge.registry import BoundTask, JobOptions, Task, TaskRegistry, _Enqueuer
 from queuebridge.router import Router
 from queuebridge.settings import RouterSettings, Settings, SpoolSettings
+from queuebridge.webhook import WebhookNotifier
 
 __all__ = ["Bridge", "JobRef"]
 
@@ -71,6 +72,7 @@ class Bridge(_Enqueuer):
             spool=spool or SpoolSettings(enabled=False),
         )
         self.registry = TaskRegistry()
+        self._notifier = self._set_up_notifications()
         self.router = Router(list(backends), self.settings.router, self.plugins,
                              spool=self.settings.spool)
         for backend in backends:
@@ -112,6 +114,16 @@ class Bridge(_Enqueuer):
             Path(path) if path is not None else None, environ=environ, plugins=plugins
         )
         return cls.from_settings(settings, plugins=plugins)
+
+    def _set_up_notifications(self) -> WebhookNotifier | None:
+        """Apply ``[queuebridge.notify]`` to this Bridge's plugin manager."""
+        notify = self.settings.notify
+        if not notify.log_transitions:
+            self.plugins.unregister("queuebridge.notify")
+        notifier = WebhookNotifier.from_settings(notify)
+        if notifier is not None:
+            self.plugins.register(notifier, name=f"queuebridge.webhook.{id(self)}")
+        return notifier
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -184,10 +196,15 @@ class Bridge(_Enqueuer):
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the router's monitor and close every backend. Idempotent."""
+        """Stop the router's monitor, close every backend, then deliver pending webhook
+        notifications (waiting at most about one webhook timeout). Idempotent."""
         self.router.close()
         for backend in self.backends.values():
             backend.close()
+        if self._notifier is not None:
+            # Off a manager other Bridges may share, once nothing is left to say.
+            self._notifier.close()
+            self.plugins.unregister(f"queuebridge.webhook.{id(self)}")
 
     def __enter__(self) -> Bridge:
         return self

@@ -9,11 +9,12 @@ Discovery, first match wins:
 5. the embedded default: one ``kombu`` backend on ``filesystem://.queuebridge/broker``.
 
 Everything is validated here, once, into the frozen objects of :mod:`queuebridge.settings`.
-The keys and types accepted in ``[queuebridge.router]``, ``[queuebridge.spool]`` and
-``[queuebridge.worker]`` are read from those dataclasses, so a new settings field is a
-new config key with nothing else to update. Every problem raises :class:`ConfigError`
-whose ``path`` is the key's path (``queuebridge.backends[1].url``, or
-``tool.queuebridge...`` in ``pyproject.toml``) and whose ``source`` is the file.
+The keys and types accepted in ``[queuebridge.router]``, ``[queuebridge.spool]``,
+``[queuebridge.worker]`` and ``[queuebridge.notify]`` are read from those dataclasses,
+so a new settings field is a new config key with nothing else to update. Every problem
+raises :class:`ConfigError` whose ``path`` is the key's path
+(``queuebridge.backends[1].url``, or ``tool.queuebridge...`` in ``pyproject.toml``) and
+whose ``source`` is the file.
 ``${VAR}`` and ``${VAR:-default}`` in string values expand from the ``environ`` mapping;
 error messages name the variable, never a value, and URLs only appear redacted.
 """
@@ -30,6 +31,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from queuebridge.backend import BackendSettings
 from queuebridge.envelope import validate_queue_name
@@ -50,9 +52,11 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _VAR_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _RESERVED_NAMES: Final = frozenset({"spool"})
 """``spool`` names the local buffer in a ``JobRef``; a backend may not take it."""
-_ZERO_ALLOWED: Final = frozenset({"probe_jitter", "prefetch", "grace_period"})
+_ZERO_ALLOWED: Final = frozenset({"probe_jitter", "prefetch", "grace_period", "webhook_retries"})
 """Numeric settings where 0 means something ("no jitter"); every other number must be > 0."""
 _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {"pool": ("threads", "processes")}
+_HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110 token)."""
 _TOML_TYPES: Final[Mapping[type, str]] = {
     bool: "a boolean", int: "an integer", float: "a float", str: "a string",
     list: "an array", dict: "a table",
@@ -306,6 +310,9 @@ def _convert(value: object, hint: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         (hint,) = [arg for arg in args if arg is not type(None)]
         return _convert(value, hint, path)
+    if origin is dict:
+        return {key: _convert(item, args[1], f"{path}.{key}")
+                for key, item in _table(value, path).items()}
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(path, f"expected an array, got {_toml_type(value)}")
@@ -324,6 +331,7 @@ def _check_range(name: str, value: Any, path: str) -> Any:
         raise ConfigError(path, f"must be {'>= 0' if name in _ZERO_ALLOWED else '> 0'}")
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(path, f"must be one of: {', '.join(_CHOICES[name])}")
+    _check_notify(name, value, path)
     if name == "queues":
         if not value:
             raise ConfigError(path, "must name at least one queue")
@@ -333,6 +341,25 @@ def _check_range(name: str, value: Any, path: str) -> Any:
             except SerializationError as exc:
                 raise ConfigError(f"{path}[{index}]", str(exc)) from exc
     return value
+
+
+def _check_notify(name: str, value: Any, path: str) -> None:
+    """``[queuebridge.notify]``: a usable webhook URL and safe header lines."""
+    if name == "webhook_url" and value:
+        try:
+            parts = urlsplit(value)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            usable = False
+        if not usable:
+            # The URL may hold a token: name the problem, never echo the value.
+            raise ConfigError(path, "must be an http:// or https:// URL with a host")
+    if name == "webhook_headers":
+        for header, text in value.items():
+            if not _HEADER_NAME_RE.fullmatch(header):
+                raise ConfigError(f"{path}.{header}", "not a valid HTTP header name")
+            if "\r" in text or "\n" in text:
+                raise ConfigError(f"{path}.{header}", "a header value may not contain a newline")
 
 
 def _is_int(value: object) -> bool:

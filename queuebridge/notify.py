@@ -1,7 +1,10 @@
 """The built-in logging notifier: one structured log line per routing transition.
 
 Lines go to the ``queuebridge.events`` logger at WARNING (down, failover) or INFO
-(up, failback), with the event as JSON so log pipelines can parse it.
+(up, failback): a human summary (backend, reason; the outage's duration on recovery)
+followed by the event as JSON, so log pipelines can parse it. The same dict is on the
+record as ``record.queuebridge_event`` for structured (JSON) log handlers.
+Turn it off with ``[queuebridge.notify] log_transitions = false``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ log = logging.getLogger("queuebridge.events")
 
 def log_transition(event: TransitionEvent, level: int) -> None:
     """Log ``event`` as one line: a human summary followed by its JSON form."""
-    log.log(level, "%s %s", _summary(event), json.dumps(event.to_dict(), sort_keys=True))
+    fields = event.to_dict()
+    log.log(level, "%s %s", _summary(event), json.dumps(fields, sort_keys=True),
+            extra={"queuebridge_event": fields})
 
 
 def _summary(event: TransitionEvent) -> str:

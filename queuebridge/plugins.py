@@ -88,6 +88,9 @@ class PluginManager:
         self._loaded = False
         self._lock = threading.Lock()
         self._backend_types: dict[str, BackendType] | None = None
+        self._implemented: dict[str, bool] = {}
+        """Hook name -> whether any plugin implements it; cleared when plugins change,
+        so a per-job hook nobody implements costs one dict lookup."""
         self._state_store_types: dict[str, StateStoreType] | None = None
 
     # -- loading ---------------------------------------------------------------------
@@ -131,10 +134,24 @@ class PluginManager:
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object or module (after loading the others)."""
         self.load()
-        try:
-            self._pm.register(plugin, name=name)
-        except ValueError as exc:
-            raise PluginError(str(exc)) from exc
+        with self._lock:
+            try:
+                self._pm.register(plugin, name=name)
+            except ValueError as exc:
+                raise PluginError(str(exc)) from exc
+            self._implemented.clear()
+        self._backend_types = None
+        self._state_store_types = None
+
+    def unregister(self, name: str) -> None:
+        """Remove the plugin registered as ``name`` (for example the built-in logging
+        notifier, ``queuebridge.notify``); nothing happens if there is none. Every
+        Bridge sharing this manager is affected."""
+        self.load()
+        with self._lock:
+            if self._pm.get_plugin(name) is not None:
+                self._pm.unregister(name=name)
+            self._implemented.clear()
         self._backend_types = None
         self._state_store_types = None
 
@@ -258,8 +275,15 @@ class PluginManager:
         self._safely(self._pm.hook.queuebridge_backend_created, backend=backend)
 
     def _safely(self, hook: pluggy.HookCaller, **kwargs: Any) -> None:
-        self.load()
-        if not hook.get_hookimpls():
+        if not self._loaded:
+            self.load()
+        implemented = self._implemented.get(hook.name)
+        if implemented is None:
+            # Under the lock that register() holds: a stale "no" cannot be cached.
+            with self._lock:
+                implemented = self._implemented.setdefault(hook.name,
+                                                           bool(hook.get_hookimpls()))
+        if not implemented:
             return
         try:
             hook(**kwargs)

@@ -66,6 +66,30 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """``[queuebridge.notify]``: who hears about routing transitions (docs/notifications.md)."""
+
+    webhook_url: str = ""
+    """An ``http(s)://`` URL to POST each transition to as JSON; empty: no webhook."""
+    webhook_timeout: float = 5.0
+    """Seconds one POST may take."""
+    webhook_retries: int = 3
+    """Further attempts after a failed POST, with exponential backoff."""
+    webhook_headers: dict[str, str] = field(default_factory=dict)
+    """Extra request headers (``Authorization = "Bearer ${TOKEN}"``); values never shown."""
+    log_transitions: bool = True
+    """Log one line per transition (the built-in logging notifier)."""
+
+    def __repr__(self) -> str:
+        # Header values and URL credentials are secrets: show names and a redacted URL.
+        return (f"NotifySettings(webhook_url={redact_url(self.webhook_url)!r}, "
+                f"webhook_timeout={self.webhook_timeout!r}, "
+                f"webhook_retries={self.webhook_retries!r}, "
+                f"webhook_headers={sorted(self.webhook_headers)!r}, "
+                f"log_transitions={self.log_transitions!r})")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole validated configuration."""
 
@@ -74,5 +98,6 @@ class Settings:
     router: RouterSettings = field(default_factory=RouterSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     source: str = "<code>"
     """Where the settings came from: a file path, or ``<default>`` / ``<code>``."""

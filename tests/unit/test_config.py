@@ -230,7 +230,16 @@ def test_pyproject_errors_use_the_tool_prefix(tmp_path: Path) -> None:
 
 BAD = [
     ("[queuebridge]\ncolour = 1\n" + MEMORY, "queuebridge.colour", "unknown key"),
-    (MEMORY + "[queuebridge.notify]\nurl = 'x'\n", "queuebridge.notify", "unknown key"),
+    (MEMORY + "[queuebridge.alerts]\nurl = 'x'\n", "queuebridge.alerts", "unknown key"),
+    (MEMORY + "[queuebridge.notify]\nurl = 'x'\n", "queuebridge.notify.url", "unknown key"),
+    (MEMORY + "[queuebridge.notify]\nwebhook_url = 'ftp://h/x?token=s3cr3t'\n",
+     "queuebridge.notify.webhook_url", "must be an http:// or https:// URL"),
+    (MEMORY + "[queuebridge.notify]\nwebhook_headers = {'Bad Name' = 'x'}\n",
+     "queuebridge.notify.webhook_headers.Bad Name", "not a valid HTTP header name"),
+    (MEMORY + "[queuebridge.notify]\nwebhook_headers = {X-Token = 1}\n",
+     "queuebridge.notify.webhook_headers.X-Token", "expected a string, got an integer"),
+    (MEMORY + "[queuebridge.notify]\nwebhook_retries = -1\n",
+     "queuebridge.notify.webhook_retries", "must be >= 0"),
     (MEMORY + "[other]\nx = 1\n", "other", "unknown table"),
     ("", "queuebridge", "missing [queuebridge]"),
     (MEMORY + "[queuebridge.router]\ndeadlin = 1\n", "queuebridge.router.deadlin", "unknown key"),
