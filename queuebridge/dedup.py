@@ -17,18 +17,21 @@ processes on one host; a Redis store for many hosts can implement the same ABC.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from queuebridge.errors import QueueBridgeError
 
-__all__ = ["Claim", "DedupStore", "SQLiteDedupStore", "StateDatabase", "StoreUnavailable",
-           "connect"]
+__all__ = ["Claim", "DedupStore", "Rows", "SQLiteDedupStore", "StateDatabase",
+           "StoreUnavailable", "connect"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -78,6 +81,15 @@ class DedupStore(ABC):
     def release(self, job_id: str, attempt: int, owner: str) -> None:
         """Drop ``owner``'s running claim (the job was handed back unfinished)."""
 
+    def claim_many(self, keys: Sequence[tuple[str, int]], owner: str, lease: float
+                   ) -> list[Claim]:
+        """:meth:`claim` for a batch, answers in order. Override to use one round trip."""
+        return [self.claim(job_id, attempt, owner, lease) for job_id, attempt in keys]
+
+    def flush(self, older_than: float = 0.0) -> None:
+        """Write buffered :meth:`finish` calls whose oldest waited ``older_than`` seconds.
+        Stores that write through (the default) have nothing to do."""
+
     def close(self) -> None:
         """Release resources. Idempotent."""
 
@@ -107,85 +119,176 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
             time.sleep(0.01)
 
 
+class Rows:
+    """The fully fetched result of one statement (read while the connection was held)."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        """The first row, or ``None``."""
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """Every row."""
+        return self.rows
+
+
 class StateDatabase:
-    """The worker state file, with one SQLite connection per thread (a connection must
-    not be shared mid-statement). Raises :class:`StoreUnavailable` on any error."""
+    """The worker state file behind one SQLite connection and a lock.
+
+    One connection per process, not per thread: connections of one process would
+    otherwise contend for SQLite's write lock, and its busy handler *sleeps*
+    (milliseconds) where a Python lock waits microseconds. Raises
+    :class:`StoreUnavailable` on any error.
+    """
 
     def __init__(self, path: Path, schema: str) -> None:
         self.path = path
         self._schema = schema
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self.lock = threading.RLock()
 
     def get(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        """The connection, opened on first use. Call it holding :attr:`lock`."""
+        if self._conn is None:
             try:
-                conn = connect(self.path, self._schema)
+                self._conn = connect(self.path, self._schema)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"{self.path}: {exc}") from exc
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        return self._conn
 
-    def execute(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
-        """Run one statement (autocommit) on this thread's connection."""
-        try:
-            return self.get().execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{self.path}: {exc}") from exc
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Rows:
+        """Run one statement (autocommit) and fetch its rows."""
+        with self.lock:
+            try:
+                cursor = self.get().execute(sql, params)
+                return Rows(cursor.fetchall(), cursor.rowcount)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and one write transaction for several statements (one commit)."""
+        with self.lock:
+            try:
+                conn = self.get()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
 
     def close(self) -> None:
-        """Close every thread's connection."""
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+        """Close the connection (a later call opens a new one)."""
+        with self.lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+_CLAIM = ("INSERT INTO claims VALUES (?, ?, 'running', ?, ?) "
+          "ON CONFLICT (job_id, attempt) DO UPDATE SET state = 'running', "
+          "owner = excluded.owner, expires = excluded.expires WHERE claims.expires <= ?")
+_STATE = "SELECT state FROM claims WHERE job_id = ? AND attempt = ?"
+_FINISH = "UPDATE claims SET state = 'done', expires = ? WHERE job_id = ? AND attempt = ?"
+FLUSH_EVERY = 0.05
+"""Seconds a finished attempt may wait in memory before it is written (see ``finish``)."""
+_FLUSH_BATCH = 256
 
 
 class SQLiteDedupStore(DedupStore):
-    """Claims in a local SQLite file, shared by the worker processes of one host."""
+    """Claims in a local SQLite file, shared by the worker processes of one host.
+
+    ``finish`` is buffered: finished attempts are written in one transaction when
+    ``FLUSH_EVERY`` seconds or a few hundred attempts have accumulated (the worker calls
+    :meth:`flush` from its consumer loops). Until written, a claim by another process
+    sees the attempt ``running`` (so it is handed back, never skipped); a claim through
+    this store sees it ``done`` at once.
+    """
 
     def __init__(self, path: Path) -> None:
         self._db = StateDatabase(Path(path), _SCHEMA)
+        self._pending: dict[tuple[str, int], float] = {}
+        self._pending_lock = threading.Lock()
+        self._oldest = 0.0
         self._finished = 0
 
     def claim(self, job_id: str, attempt: int, owner: str, lease: float) -> Claim:
-        now = time.time()
+        return self.claim_many([(job_id, attempt)], owner, lease)[0]
+
+    def claim_many(self, keys: Sequence[tuple[str, int]], owner: str, lease: float
+                   ) -> list[Claim]:
+        with self._db.lock:
+            with self._pending_lock:
+                unwritten = any(key in self._pending for key in keys)
+            if unwritten:
+                self.flush()  # its finish must be visible (and its TTL honoured) first
+            now = time.time()
+            with self._db.transaction() as conn:
+                return [self._claim_one(conn, key, owner, now, lease) for key in keys]
+
+    @staticmethod
+    def _claim_one(conn: sqlite3.Connection, key: tuple[str, int], owner: str, now: float,
+                   lease: float) -> Claim:
         # One statement, so two workers racing for the same attempt cannot both win.
-        cursor = self._db.execute(
-            "INSERT INTO claims VALUES (?, ?, 'running', ?, ?) "
-            "ON CONFLICT (job_id, attempt) DO UPDATE SET state = 'running', "
-            "owner = excluded.owner, expires = excluded.expires WHERE claims.expires <= ?",
-            (job_id, attempt, owner, now + lease, now),
-        )
-        if cursor.rowcount == 1:
+        if conn.execute(_CLAIM, (*key, owner, now + lease, now)).rowcount == 1:
             return Claim.CLAIMED
-        row = self._db.execute("SELECT state FROM claims WHERE job_id = ? AND attempt = ?",
-                        (job_id, attempt)).fetchone()
-        if row is None:  # expired and purged between the two statements
-            return self.claim(job_id, attempt, owner, lease)
+        row = conn.execute(_STATE, key).fetchone()
+        if row is None:  # purged between the two statements: the attempt is free
+            conn.execute(_CLAIM, (*key, owner, now + lease, now))
+            return Claim.CLAIMED
         return Claim.DONE if row[0] == "done" else Claim.BUSY
 
     def renew(self, keys: Sequence[tuple[str, int]], owner: str, lease: float) -> None:
         expires = time.time() + lease
-        for job_id, attempt in keys:
-            self._db.execute("UPDATE claims SET expires = ? WHERE job_id = ? AND attempt = ? "
-                      "AND owner = ? AND state = 'running'", (expires, job_id, attempt, owner))
+        with self._db.transaction() as conn:
+            conn.executemany("UPDATE claims SET expires = ? WHERE job_id = ? AND attempt = ? "
+                             "AND owner = ? AND state = 'running'",
+                             [(expires, job_id, attempt, owner) for job_id, attempt in keys])
 
     def finish(self, job_id: str, attempt: int, ttl: float) -> None:
-        self._db.execute("UPDATE claims SET state = 'done', expires = ? WHERE job_id = ? "
-                  "AND attempt = ?", (time.time() + ttl, job_id, attempt))
-        self._finished += 1
-        if self._finished % 1000 == 0:
-            self._db.execute("DELETE FROM claims WHERE expires < ?", (time.time(),))
+        # Its own small lock: a pool thread never waits here for another's SQLite I/O.
+        with self._pending_lock:
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending[(job_id, attempt)] = time.time() + ttl
+            full = len(self._pending) >= _FLUSH_BATCH
+        if full:
+            self.flush()
+
+    def flush(self, older_than: float = 0.0) -> None:
+        """Write the buffered finishes, when the oldest waited ``older_than`` seconds."""
+        with self._db.lock:
+            with self._pending_lock:
+                if not self._pending or time.monotonic() - self._oldest < older_than:
+                    return
+                rows = [(expires, job_id, attempt)
+                        for (job_id, attempt), expires in self._pending.items()]
+            with self._db.transaction() as conn:
+                conn.executemany(_FINISH, rows)
+                self._finished += len(rows)
+                if self._finished >= 1000:
+                    self._finished = 0
+                    conn.execute("DELETE FROM claims WHERE expires < ?", (time.time(),))
+            with self._pending_lock:
+                # Only what was written: finishes that arrived meanwhile stay pending.
+                for _, job_id, attempt in rows:
+                    self._pending.pop((job_id, attempt), None)
 
     def release(self, job_id: str, attempt: int, owner: str) -> None:
         self._db.execute("DELETE FROM claims WHERE job_id = ? AND attempt = ? AND owner = ? "
-                  "AND state = 'running'", (job_id, attempt, owner))
+                         "AND state = 'running'", (job_id, attempt, owner))
 
     def close(self) -> None:
+        # An unwritable file loses the buffered finishes: at worst a duplicate runs.
+        with contextlib.suppress(StoreUnavailable):
+            self.flush()
         self._db.close()

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from queuebridge.backend import Backend, Delivery
+from queuebridge.envelope import Envelope
 from queuebridge.errors import BackendError
 from queuebridge.worker.backoff import Reconnect
 from queuebridge.worker.guard import DedupGuard
 from queuebridge.worker.options import WorkerOptions
-from queuebridge.worker.tracking import Job, Tracker
+from queuebridge.worker.tracking import Job, Slots, Tracker
 
 __all__ = ["Consumer", "Shared"]
 
@@ -28,7 +29,7 @@ class Shared:
 
     options: WorkerOptions
     tracker: Tracker
-    slots: threading.Semaphore
+    slots: Slots
     work: queue.SimpleQueue[Job | None]
     stopping: threading.Event
     """Stop leasing new jobs (keep touching the running ones)."""
@@ -37,6 +38,8 @@ class Shared:
     wake: threading.Event
     """Nudges the worker's main loop (a consumer went idle or gave up)."""
     guard: DedupGuard
+    runnable: Callable[[Envelope], bool]
+    """Whether the worker would run this envelope now (so its attempt is claimed)."""
 
 
 class Consumer:
@@ -58,6 +61,7 @@ class Consumer:
         self._reconnect = Reconnect(shared.options.reconnect_backoff,
                                     shared.options.reconnect_backoff_max)
         self._pause_until = 0.0
+        self._idle = True
         now = time.monotonic()
         self._next_touch = now + self._touch_interval
         self._next_recover = now  # recover orphans of dead workers as soon as we start
@@ -67,6 +71,13 @@ class Consumer:
     @property
     def _touch_interval(self) -> float:
         return max(0.05, self.backend.settings.lease_timeout / 3)
+
+    @property
+    def _recover_interval(self) -> float:
+        # An orphan is recoverable once its lease expired: looking only every
+        # recover_interval (30 s) would leave it waiting long after a 5 s lease.
+        return max(0.05, min(self.shared.options.recover_interval,
+                             self.backend.settings.lease_timeout / 2))
 
     def start(self) -> None:
         """Start the consumer thread."""
@@ -101,33 +112,58 @@ class Consumer:
 
     def _poll_once(self) -> None:
         shared = self.shared
+        options = shared.options
         wait = self._pause_until - time.monotonic()
         if wait > 0:
-            shared.stopping.wait(min(wait, shared.options.poll_timeout))
+            shared.stopping.wait(min(wait, options.poll_timeout))
             return
-        if not shared.slots.acquire(timeout=shared.options.poll_timeout):
+        # Idle: wait for the next job holding one slot (the other backends' consumers
+        # may need the rest). Busy: take every free slot, lease what is there at once.
+        taken = shared.slots.acquire(1 if self._idle else options.concurrency,
+                                     options.poll_timeout)
+        if not taken:
             return
-        delivery = self._reserve()
-        if delivery is None:
-            shared.slots.release()
-            return
-        job = Job(delivery, self.backend, self)
-        shared.tracker.add(job)
-        shared.work.put(job)
+        deliveries = self._reserve(taken, self._wait_for_first() if self._idle else 0.0)
+        shared.slots.release(taken - len(deliveries))
+        self._idle = not deliveries
+        if deliveries:
+            self._dispatch(deliveries)
 
-    def _reserve(self) -> Delivery | None:
+    def _wait_for_first(self) -> float:
+        # A burst worker ends only after an empty poll that started once the last job
+        # finished: short polls let it notice within a few ms instead of poll_timeout.
+        options = self.shared.options
+        return min(options.poll_timeout, 0.05) if options.burst else options.poll_timeout
+
+    def _reserve(self, limit: int, timeout: float) -> list[Delivery]:
         shared = self.shared
         epoch = shared.tracker.epoch
         try:
-            delivery = self.backend.reserve(shared.options.queues, shared.options.poll_timeout)
+            deliveries = self.backend.reserve_many(shared.options.queues, limit, timeout)
         except BackendError as exc:
             self._outage(exc)
-            return None
+            return []
         self._resumed()
-        if delivery is None:
+        if not deliveries:
             self.idle_epoch = epoch
             shared.wake.set()
-        return delivery
+        return deliveries
+
+    def _dispatch(self, deliveries: list[Delivery]) -> None:
+        """Claim the runnable attempts in one dedup round trip, then feed the pool."""
+        shared = self.shared
+        jobs = [Job(delivery, self.backend, self) for delivery in deliveries]
+        runnable = [job for job in jobs
+                    if job.delivery.envelope is not None and shared.runnable(job.delivery.envelope)]
+        if runnable:
+            claims = shared.guard.claim_many([job.delivery.envelope for job in runnable
+                                              if job.delivery.envelope is not None],
+                                             self.backend.settings.lease_timeout)
+            for job, claim in zip(runnable, claims, strict=True):
+                job.claim = claim
+        shared.tracker.add(jobs)
+        for job in jobs:
+            shared.work.put(job)
 
     # -- outages ---------------------------------------------------------------------
 
@@ -158,6 +194,8 @@ class Consumer:
                         self.backend.name, time.monotonic() - self.down_since)
             self.down_since = None
             self._reconnect.reset()
+            # Leases of jobs whose worker died during the outage are due back now.
+            self._next_recover = 0.0
 
     # -- lease upkeep ----------------------------------------------------------------
 
@@ -169,7 +207,7 @@ class Consumer:
             self._next_touch = now + self._touch_interval
             self._touch()
         if now >= self._next_recover and not self.shared.stopping.is_set():
-            self._next_recover = now + self.shared.options.recover_interval
+            self._next_recover = now + self._recover_interval
             self._recover()
 
     def _touch(self) -> None:

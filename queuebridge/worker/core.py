@@ -15,14 +15,14 @@ from types import FrameType
 
 from queuebridge.bridge import Bridge
 from queuebridge.checkpoint import SQLiteCheckpoints
-from queuebridge.dedup import SQLiteDedupStore
+from queuebridge.dedup import FLUSH_EVERY, SQLiteDedupStore
 from queuebridge.errors import BackendError, ConfigError, QueueBridgeError
 from queuebridge.heartbeat import Heartbeat, SQLiteHeartbeats, WorkerInfo
 from queuebridge.worker.consumer import Consumer, Shared
 from queuebridge.worker.guard import DedupGuard
 from queuebridge.worker.options import Counters, WorkerOptions, WorkerStats
 from queuebridge.worker.runner import Runner
-from queuebridge.worker.tracking import Job, Tracker
+from queuebridge.worker.tracking import Job, Slots, Tracker
 
 __all__ = ["Worker"]
 
@@ -77,11 +77,12 @@ class Worker:
             raise QueueBridgeError("a Worker runs once; build a new one")
         self._ran = True
         options = self.options
-        shared = Shared(options, self._tracker, threading.Semaphore(options.concurrency),
+        shared = Shared(options, self._tracker, Slots(options.concurrency),
                         queue.SimpleQueue(), self._stopping, self._closed, self._wake,
-                        self._open_guard())
+                        self._open_guard(), runnable=lambda env: False)
         heartbeat = self._open_heartbeat()
         runner = Runner(self.bridge, shared, self._counters)
+        shared.runnable = runner.runnable
         consumers = [Consumer(backend, shared, self._on_overrun)
                      for backend in self.bridge.backends.values()]
         pool = [threading.Thread(target=_pool_loop, args=(shared.work, runner),
@@ -98,7 +99,7 @@ class Worker:
             log.info("worker %s: consuming %s from %s with %d %s", self.name,
                      ", ".join(options.queues), ", ".join(self.bridge.backends),
                      options.concurrency, options.pool)
-            self._main_loop(consumers)
+            self._main_loop(consumers, shared.guard)
             self._wait_quiet(consumers)
             self._drain(shared.guard)
         finally:
@@ -110,15 +111,17 @@ class Worker:
         log.info("worker %s: stopped; %s", self.name, self.stats)
         return 0
 
-    def _main_loop(self, consumers: list[Consumer]) -> None:
+    def _main_loop(self, consumers: list[Consumer], guard: DedupGuard) -> None:
         next_check = 0.0
         while not self._stopping.is_set():
             self._wake.wait(_TICK)
             self._wake.clear()
             self._take_signals()
+            # Finished attempts become visible to other workers within ~a tick.
+            guard.flush(FLUSH_EVERY)
             # Rate-limited: the check may ask every backend for its queue depths.
             if self.options.burst and time.monotonic() >= next_check:
-                next_check = time.monotonic() + min(_TICK, self.options.poll_timeout)
+                next_check = time.monotonic() + min(_TICK / 5, self.options.poll_timeout)
                 if self._burst_done(consumers):
                     log.info("worker %s: burst finished, every queue is empty", self.name)
                     self._stopping.set()

@@ -5,16 +5,42 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from queuebridge.checkpoint import SQLiteCheckpoints
+from queuebridge.context import CheckpointAccess
 from queuebridge.dedup import Claim, DedupStore, StoreUnavailable
 from queuebridge.envelope import Envelope
 
-__all__ = ["DedupGuard"]
+__all__ = ["CheckpointUse", "DedupGuard"]
 
 log = logging.getLogger("queuebridge.worker")
 T = TypeVar("T")
+
+
+class CheckpointUse:
+    """The checkpoint store as one attempt sees it, noting whether the task used it.
+
+    A task that never calls ``checkpoint()`` or ``last_checkpoint()`` in this attempt
+    never saved one in any other attempt either (same code), so its success needs no
+    DELETE: that saves one write per job for the many tasks without checkpoints.
+    """
+
+    __slots__ = ("_store", "used")
+
+    def __init__(self, store: CheckpointAccess) -> None:
+        self._store = store
+        self.used = False
+
+    def save(self, job_id: str, state: Any) -> None:
+        """Save through to the store."""
+        self.used = True
+        self._store.save(job_id, state)
+
+    def load(self, job_id: str) -> Any | None:
+        """Load from the store."""
+        self.used = True
+        return self._store.load(job_id)
 
 
 class DedupGuard:
@@ -41,12 +67,32 @@ class DedupGuard:
         result = self._safely(lambda: store.claim(env.id, env.attempt, self.owner, lease))
         return Claim.CLAIMED if result is None else result
 
-    def finish(self, env: Envelope, succeeded: bool) -> None:
-        """The attempt's outcome reached a broker: remember it as done."""
+    def claim_many(self, envelopes: Sequence[Envelope], lease: float) -> list[Claim]:
+        """Claim a leased batch in one store round trip; ``CLAIMED`` for all without a
+        usable store."""
+        store = self.store
+        if store is None or not envelopes:
+            return [Claim.CLAIMED] * len(envelopes)
+        keys = [(env.id, env.attempt) for env in envelopes]
+        result = self._safely(lambda: store.claim_many(keys, self.owner, lease))
+        return [Claim.CLAIMED] * len(envelopes) if result is None else result
+
+    def flush(self, older_than: float) -> None:
+        """Write finished attempts the store buffered for at least ``older_than`` s."""
+        store = self.store
+        if store is not None:
+            # Not a health signal: with nothing buffered it succeeds without any I/O.
+            self._safely(lambda: store.flush(older_than), healthy_if_ok=False)
+
+    def finish(self, env: Envelope, succeeded: bool, clear_checkpoint: bool = True) -> None:
+        """The attempt's outcome reached a broker: remember it as done (and on success
+        forget the job's checkpoint, when the attempt used checkpoints)."""
         store, checkpoints = self.store, self.checkpoints
         if store is not None:
-            self._safely(lambda: store.finish(env.id, env.attempt, self.ttl))
-        if succeeded and checkpoints is not None:
+            # Buffered by some stores, so its success says nothing about their health.
+            self._safely(lambda: store.finish(env.id, env.attempt, self.ttl),
+                         healthy_if_ok=False)
+        if succeeded and clear_checkpoint and checkpoints is not None:
             self._safely(lambda: checkpoints.clear(env.id))
 
     def release(self, env: Envelope) -> None:
@@ -69,7 +115,7 @@ class DedupGuard:
         if self.checkpoints is not None:
             self.checkpoints.close()
 
-    def _safely(self, action: Callable[[], T]) -> T | None:
+    def _safely(self, action: Callable[[], T], healthy_if_ok: bool = True) -> T | None:
         try:
             result = action()
         except StoreUnavailable as exc:
@@ -79,7 +125,7 @@ class DedupGuard:
                 log.warning("worker: dedup store unavailable, running jobs without "
                             "duplicate checks: %s", exc)
             return None
-        if self._down:
+        if self._down and healthy_if_ok:
             with self._lock:
                 recovered, self._down = self._down, False
             if recovered:

@@ -16,6 +16,7 @@ from queuebridge.errors import BackendError, JobTimeout, QueueBridgeError
 from queuebridge.registry import Task
 from queuebridge.worker.backoff import retry_delay
 from queuebridge.worker.consumer import Shared
+from queuebridge.worker.guard import CheckpointUse
 from queuebridge.worker.options import Counters
 from queuebridge.worker.tracking import Job
 
@@ -40,6 +41,10 @@ class Runner:
         self.slots = shared.slots
         self.guard = shared.guard
         self.checkpoints: CheckpointAccess | None = shared.guard.checkpoints
+
+    def runnable(self, env: Envelope) -> bool:
+        """Whether :meth:`handle` would run ``env`` now (its attempt needs a claim)."""
+        return not env.is_delayed and env.task in self.bridge.registry
 
     def handle(self, job: Job) -> None:
         """Process ``job`` end to end, then free its pool slot."""
@@ -69,7 +74,7 @@ class Runner:
     # -- running ---------------------------------------------------------------------
 
     def _run(self, job: Job, task: Task[Any, Any], env: Envelope) -> None:
-        claim = self.guard.claim(env, job.backend.settings.lease_timeout)
+        claim = job.claim or self.guard.claim(env, job.backend.settings.lease_timeout)
         if claim is Claim.CLAIMED:
             self._attempt(job, task, env)
         elif claim is Claim.DONE:
@@ -86,8 +91,9 @@ class Runner:
     def _attempt(self, job: Job, task: Task[Any, Any], env: Envelope) -> None:
         timeout = task.timeout
         job.deadline = time.time() + timeout if timeout is not None else None
+        use = CheckpointUse(self.checkpoints) if self.checkpoints is not None else None
         ctx = JobContext(env.id, env.attempt, env.max_retries, job.delivery.backend,
-                         job.delivery.queue, env.task, job.deadline, self.checkpoints)
+                         job.delivery.queue, env.task, job.deadline, use)
         self.bridge.plugins.job_started(env, job.backend.name)
         self.counters.add("processed")
         start = time.perf_counter()
@@ -100,7 +106,7 @@ class Runner:
             return  # the worker stopped and already handed the lease back
         if error is None:
             self._succeed(job, env, duration)
-            self.guard.finish(env, succeeded=True)
+            self.guard.finish(env, succeeded=True, clear_checkpoint=use is not None and use.used)
         elif self._fail(job, task, env, error):
             self.guard.finish(env, succeeded=False)
         else:

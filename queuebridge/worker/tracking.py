@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from queuebridge.backend import Backend, Delivery
+from queuebridge.dedup import Claim
 
 if TYPE_CHECKING:
     from queuebridge.worker.consumer import Consumer
 
-__all__ = ["Job", "Tracker"]
+__all__ = ["Job", "Slots", "Tracker"]
 
 
 @dataclass(slots=True, eq=False)
@@ -29,6 +30,34 @@ class Job:
     """``leased`` -> ``settling`` (its outcome is being reported) -> gone; or
     ``abandoned`` when the worker returned the lease on stop."""
     leased_at: float = field(default_factory=time.monotonic)
+    claim: Claim | None = None
+    """The dedup answer, when the consumer claimed the attempt with its batch."""
+
+
+class Slots:
+    """Free places in the pool. A consumer takes several at once (a batch lease) and
+    gives back those its lease did not fill, so leased jobs never exceed the pool."""
+
+    def __init__(self, size: int) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._free = size
+
+    def acquire(self, most: int, timeout: float) -> int:
+        """Take up to ``most`` free slots, waiting up to ``timeout`` for the first one;
+        return how many were taken (0 on timeout)."""
+        with self._cond:
+            if not self._free and not self._cond.wait_for(lambda: self._free > 0, timeout):
+                return 0
+            taken = min(most, self._free)
+            self._free -= taken
+            return taken
+
+    def release(self, count: int = 1) -> None:
+        """Give back ``count`` slots."""
+        if count:
+            with self._cond:
+                self._free += count
+                self._cond.notify(count)
 
 
 class Tracker:
@@ -41,10 +70,10 @@ class Tracker:
         self._settling = 0
         self.epoch = 0
 
-    def add(self, job: Job) -> None:
-        """A consumer leased ``job``."""
+    def add(self, jobs: list[Job]) -> None:
+        """A consumer leased ``jobs``."""
         with self._cond:
-            self._active.add(job)
+            self._active.update(jobs)
 
     def settle(self, job: Job) -> bool:
         """Claim the right to report ``job``'s outcome; False if it was abandoned."""
