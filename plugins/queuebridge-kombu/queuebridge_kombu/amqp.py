@@ -87,27 +87,41 @@ class AMQPBackend(KombuBackend):
                 self._consumer.keepalive()  # a failure dropped the link: reserve reconnects
 
     def _reserve(self, queues: Sequence[str], timeout: float) -> Delivery | None:
+        leased = self._reserve_many(queues, 1, timeout)
+        return leased[0] if leased else None
+
+    def _reserve_many(self, queues: Sequence[str], limit: int, timeout: float
+                      ) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         while True:
-            taken = self._consumer.take(queues, max(0.0, deadline - time.monotonic()))
-            if taken is None:
-                return None
-            delivery = self._delivery(*taken)
-            if delivery.envelope is not None and self._early(delivery.envelope):
-                # A delay bucket released it early (buckets round down): put it back
-                # for the rest of its delay; not_before is authoritative.
-                self._publisher.publish([self._outgoing(delivery.envelope, delivery.raw)],
-                                        "reserve")
-                self._settle(delivery, "reserve")
-                continue
-            return delivery
+            taken = self._consumer.take(queues, limit, max(0.0, deadline - time.monotonic()))
+            if not taken:
+                return []
+            deliveries = [self._delivery(*item) for item in taken]
+            early = [d for d in deliveries if d.envelope is not None and self._early(d.envelope)]
+            if not early:
+                return deliveries
+            self._delay_again(early)
+            due = [d for d in deliveries if d not in early]
+            if due:
+                return due
+
+    def _delay_again(self, early: list[Delivery]) -> None:
+        """A delay bucket released these early (buckets round down): put them back for
+        the rest of their delay (one confirm wait); ``not_before`` is authoritative."""
+        self._publisher.publish(
+            [self._outgoing(d.envelope, d.raw) for d in early if d.envelope is not None],
+            "reserve")
+        for delivery in early:
+            self._settle(delivery)
 
     @staticmethod
     def _early(envelope: Envelope) -> bool:
         return (envelope.not_before or 0.0) - time.time() > _EARLY_SLACK
 
     def _delivery(self, message: Any, queue: str, receipt: Receipt) -> Delivery:
-        raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        body = message.body
+        raw = body if isinstance(body, bytes) else str(body).encode()
         try:
             envelope: Envelope | None = Envelope.decode(raw)
             problem = ""
@@ -116,8 +130,8 @@ class AMQPBackend(KombuBackend):
         redelivered = bool(message.delivery_info.get("redelivered"))
         return Delivery(self.name, queue, receipt, envelope, raw, problem, redelivered)
 
-    def _settle(self, delivery: Delivery, operation: str) -> None:
-        if not self._consumer.settle(delivery.receipt, operation):
+    def _settle(self, delivery: Delivery) -> None:
+        if not self._consumer.settle(delivery.receipt):
             raise self._lost(delivery)
 
     def _lost(self, delivery: Delivery) -> LeaseLost:
@@ -132,12 +146,12 @@ class AMQPBackend(KombuBackend):
             raise self._lost(delivery)
 
     def _ack(self, delivery: Delivery) -> None:
-        self._settle(delivery, "ack")
+        self._settle(delivery)
 
     def _retry(self, delivery: Delivery, envelope: Envelope) -> None:
         self._held(delivery)
         self._publisher.publish([self._outgoing(envelope)], "retry")
-        self._settle(delivery, "retry")
+        self._settle(delivery)
 
     def _touch(self, deliveries: Sequence[Delivery]) -> None:
         self._consumer.touch([d.receipt for d in deliveries])
@@ -147,7 +161,7 @@ class AMQPBackend(KombuBackend):
         message = Outgoing(delivery.queue, delivery.raw, delivery.job_id,
                            headers={REASON_HEADER: reason}, dead=True)
         self._publisher.publish([message], "dead_letter")
-        self._settle(delivery, "dead_letter")
+        self._settle(delivery)
 
     def _dead_letters(self, queue: str, limit: int) -> list[tuple[Delivery, str]]:
         link = self._publisher.link
@@ -185,8 +199,8 @@ class AMQPBackend(KombuBackend):
 
     def _close(self) -> None:
         self._stop.set()
-        for link in (self._consumer.link, self._publisher.link):
-            with link.lock:
-                link.close()
+        self._consumer.close(self.settings.timeout)
+        with self._publisher.link.lock:
+            self._publisher.link.close()
         if self._keepalive is not None:
             self._keepalive.join(timeout=self.settings.timeout)
