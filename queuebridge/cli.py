@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 failure (any :class:`QueueBridgeError`, printed as one
 ``error: ...`` line on stderr), 2 usage error. ``status`` also exits 1 when some
-backends are down and 2 when none is up.
+backends are down or all are but the spool takes jobs, and 2 when an enqueue would fail.
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ from queuebridge.errors import ConfigError, QueueBridgeError, SerializationError
 from queuebridge.plugins import PluginManager
 from queuebridge.redact import redact_text
 from queuebridge.settings import Settings
-from queuebridge.status import StatusReport, gather_status
+from queuebridge.spool_command import spool
+from queuebridge.status import (
+    BackendStatus,
+    Overall,
+    StateTracker,
+    StatusReport,
+    bridge_status,
+    format_age,
+    watch_status,
+)
 
 __all__ = ["cli", "main"]
 
@@ -215,30 +224,67 @@ def backends(options: _Options) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--queues", callback=_split_queues, metavar="A,B",
               help="Queues whose depth to show (default: the worker's queues).")
+@click.option("--watch", type=click.FloatRange(min=0.1), is_flag=False, flag_value=2.0,
+              default=None, metavar="[SECONDS]",
+              help="Refresh every SECONDS (default 2) until Ctrl-C.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, queues: tuple[str, ...] | None) -> None:
-    """Probe each backend: up/down, latency, queue depths. Exit 0 all up, 1 degraded, 2 down."""
+def status(ctx: click.Context, as_json: bool, queues: tuple[str, ...] | None,
+           watch: float | None) -> None:
+    """Backends (state, since, latency, depths), spool and workers.
+
+    Exit 0 all up, 1 degraded or spooling (still accepting jobs), 2 not accepting."""
     options: _Options = ctx.obj
     with options.bridge() as bridge:
-        report = gather_status(list(bridge.backends.values()),
-                               queues or bridge.settings.worker.queues,
-                               source=bridge.settings.source)
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_status(report))
+        tracker = StateTracker(bridge.router.health())
+
+        def produce() -> StatusReport:
+            return bridge_status(bridge, queues or bridge.settings.worker.queues,
+                                 tracker=tracker)
+
+        if watch is None:
+            report = produce()
+            click.echo(json.dumps(report.to_dict(), indent=2) if as_json
+                       else render_status(report))
+        else:
+            report = watch_status(produce, lambda shown: _show_again(shown, as_json), watch)
     ctx.exit(report.overall.exit_code)
 
 
+def _show_again(report: StatusReport, as_json: bool) -> None:
+    """One refresh of ``status --watch``: a JSON line, or the table on a cleared screen."""
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    if sys.stdout.isatty():
+        click.clear()
+    click.echo(render_status(report) + "\n")
+
+
 def render_status(report: StatusReport) -> str:
-    """The human form of a status report: a table, the errors, the overall state."""
-    headers = ("BACKEND", "TYPE", "STATE", "LATENCY", *report.queues, "URL")
-    rows = [(b.name, b.type, "up" if b.up else "down",
-             "-" if b.latency_ms is None else f"{b.latency_ms:.1f} ms",
+    """The human form of a status report: a table, the errors, spool, workers, state."""
+    headers = ("BACKEND", "TYPE", "STATE", "SINCE", "LATENCY", "DOWNS", *report.queues, "URL")
+    rows = [(b.name, b.type, "up" if b.up else "down", _since(b, report.checked_at),
+             "-" if b.latency_ms is None else f"{b.latency_ms:.1f} ms", b.down_count,
              *("-" if b.depths.get(q) is None else b.depths[q] for q in report.queues), b.url)
             for b in report.backends]
     lines = [f"config: {report.source}", render_table(headers, rows)]
     lines += [b.error for b in report.backends if b.error]
+    if report.spool is not None:
+        lines.append(report.spool.summary(report.checked_at))
+    if report.workers is not None:
+        lines.append(report.workers.summary())
     up = sum(1 for b in report.backends if b.up)
-    lines.append(f"state: {report.overall.label} ({up} of {len(report.backends)} backends up)")
+    where = "; new jobs go to the spool" if report.overall is Overall.SPOOLING else ""
+    lines.append(f"state: {report.overall.label} ({up} of {len(report.backends)} "
+                 f"backends up{where})")
     return "\n".join(lines)
+
+
+def _since(backend: BackendStatus, now: float) -> str:
+    # ">5m" when the state was found at the first look: it began earlier than that.
+    if backend.since is None or (not backend.since_exact and now - backend.since < 1):
+        return "-"
+    return ("" if backend.since_exact else ">") + format_age(now - backend.since)
 
 
 @cli.command()
@@ -291,6 +337,7 @@ def worker(ctx: click.Context, queues: tuple[str, ...] | None, concurrency: int 
 
 
 cli.add_command(drill)
+cli.add_command(spool)
 
 
 def main() -> None:

@@ -207,7 +207,8 @@ def test_status_all_up(config: Path) -> None:
     result = run("--config", str(config), "status")
     assert result.exit_code == 0, result.output
     header, primary, _ = result.stdout.splitlines()[1:4]
-    assert header.split() == ["BACKEND", "TYPE", "STATE", "LATENCY", "high", "default", "URL"]
+    assert header.split() == ["BACKEND", "TYPE", "STATE", "SINCE", "LATENCY", "DOWNS", "high",
+                              "default", "URL"]
     assert primary.split()[:3] == ["primary", "memory", "up"]
     assert "state: up (2 of 2 backends up)" in result.stdout
     assert SECRET not in result.output
