@@ -140,3 +140,25 @@ def test_entry_point_registers_the_rq_type() -> None:
     types = PluginManager(environ={}).backend_types()
     assert types["rq"].backend_class is RQBackend
     assert types["rq"].distribution.startswith("queuebridge-rq")
+
+
+def test_a_batch_lease_drains_queues_in_priority_order_and_shows_in_rq(
+    backend: RQBackend, queue: str
+) -> None:
+    urgent, normal = f"{queue}-urgent", queue
+    backend.send_many([Envelope.create("t", (i,), queue=normal) for i in range(3)])
+    backend.send_many([Envelope.create("t", (i,), queue=urgent) for i in range(2)])
+    # The same id twice in one queue (a re-send) still gets two distinct leases.
+    again = Envelope.create("t", queue=normal)
+    backend.send(again)
+    backend.client.rpush(QueueKeys.for_queue(normal).queue, again.id)
+    leased = backend.reserve_many([urgent, normal], 10, timeout=5)
+    assert [d.queue for d in leased] == [urgent] * 2 + [normal] * 5
+    assert len({d.receipt for d in leased}) == 7
+    started = StartedJobRegistry(normal, connection=backend.client)
+    assert len(started.get_job_ids()) == 5
+    assert Job.fetch(leased[2].job_id, connection=backend.client,
+                     serializer=JSONSerializer).get_status() == "started"
+    for delivery in leased[:-1]:
+        backend.ack(delivery)
+    assert backend.reserve_many([urgent, normal], 10, timeout=0) == []
