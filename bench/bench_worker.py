@@ -85,7 +85,7 @@ def queuebridge_drain(backend: Backend, jobs: int, concurrency: int, sleep: floa
     for start in range(0, jobs, 500):
         task.enqueue_many([(i,) for i in range(start, min(jobs, start + 500))])
     worker = Worker(bridge, WorkerOptions(queues=(queue,), burst=True, concurrency=concurrency,
-                                          poll_timeout=0.2, state_path=state))
+                                          poll_timeout=0.2, state=state))
     seconds = timed(worker.run)
     assert worker.stats.succeeded == jobs, worker.stats
     bridge.close()

@@ -49,7 +49,7 @@ def queuebridge_threads(scenario: Scenario, state_path: Path | None) -> float:
 
     bridge.backends["mem"].send_many([job.job() for _ in range(scenario.jobs)])
     worker = Worker(bridge, WorkerOptions(burst=True, concurrency=scenario.concurrency,
-                                          poll_timeout=0.05, state_path=state_path))
+                                          poll_timeout=0.05, state=state_path))
     start = time.perf_counter()
     assert worker.run() == 0
     elapsed = time.perf_counter() - start

@@ -95,7 +95,7 @@ class JobContext:
         if self.checkpoints is None:
             raise QueueBridgeError(
                 f"job {self.job_id}: checkpoints need a state store "
-                "(WorkerOptions.state_path, or a store passed to the Worker)"
+                "(WorkerOptions.state, [queuebridge.worker] state)"
             )
         return self.checkpoints
 

@@ -14,13 +14,14 @@ from dataclasses import replace
 from types import FrameType
 
 from queuebridge.bridge import Bridge
-from queuebridge.checkpoint import SQLiteCheckpoints
-from queuebridge.dedup import FLUSH_EVERY, SQLiteDedupStore
+from queuebridge.dedup import FLUSH_EVERY
 from queuebridge.errors import BackendError, ConfigError, QueueBridgeError
-from queuebridge.heartbeat import Heartbeat, SQLiteHeartbeats, WorkerInfo
+from queuebridge.heartbeat import Heartbeat, WorkerInfo
+from queuebridge.state import WorkerState, open_worker_state
 from queuebridge.worker.consumer import Consumer, Shared
 from queuebridge.worker.guard import DedupGuard
 from queuebridge.worker.options import Counters, WorkerOptions, WorkerStats
+from queuebridge.worker.processes import ProcessPool
 from queuebridge.worker.runner import Runner
 from queuebridge.worker.tracking import Job, Slots, Tracker
 
@@ -41,9 +42,12 @@ class Worker:
     def __init__(self, bridge: Bridge, options: WorkerOptions | None = None) -> None:
         self.bridge = bridge
         self.options = options or WorkerOptions.from_settings(bridge.settings.worker)
-        if self.options.pool == "processes":
-            raise ConfigError("worker.pool", "the processes pool is not available yet; "
-                                             "use pool='threads'")
+        self._app = self.options.app or bridge.settings.app
+        if self.options.pool == "processes" and not self._app:
+            raise ConfigError("worker.pool", "pool = 'processes' needs the app as "
+                                             "'module:attr' (queuebridge.app, or "
+                                             "WorkerOptions.app) so child processes can "
+                                             "import its tasks")
         self.name = self.options.name or f"{socket.gethostname()}:{os.getpid()}"
         self._counters = Counters()
         self._tracker = Tracker()
@@ -72,44 +76,60 @@ class Worker:
     def run(self) -> int:
         """Consume until stopped; return the exit code (0). Installs SIGTERM/SIGINT
         handlers when called on the main thread: the first stops gracefully, the
-        second at once. Raises :class:`QueueBridgeError` if called twice."""
+        second at once. Raises :class:`QueueBridgeError` if called twice, and
+        :class:`ConfigError` when the state store or the process pool cannot start."""
         if self._ran:
             raise QueueBridgeError("a Worker runs once; build a new one")
         self._ran = True
+        state = self._open_state()
+        try:
+            processes = self._start_processes(state)
+        except BaseException:
+            if state is not None:
+                state.close()
+            raise
+        try:
+            self._run(state, processes)
+        finally:
+            if processes is not None:
+                processes.close(1.0)  # busy children hold abandoned jobs: kill them
+            if state is not None:
+                state.close()
+        log.info("worker %s: stopped; %s", self.name, self.stats)
+        return 0
+
+    def _run(self, state: WorkerState | None, processes: ProcessPool | None) -> None:
         options = self.options
+        guard = DedupGuard(state.dedup if state else None, self.name, options.dedup_ttl,
+                           state.checkpoints if state else None)
         shared = Shared(options, self._tracker, Slots(options.concurrency),
                         queue.SimpleQueue(), self._stopping, self._closed, self._wake,
-                        self._open_guard(), runnable=lambda env: False)
-        heartbeat = self._open_heartbeat()
-        runner = Runner(self.bridge, shared, self._counters)
+                        guard, runnable=lambda env: False)
+        runner = Runner(self.bridge, shared, self._counters, processes)
         shared.runnable = runner.runnable
         consumers = [Consumer(backend, shared, self._on_overrun)
                      for backend in self.bridge.backends.values()]
         pool = [threading.Thread(target=_pool_loop, args=(shared.work, runner),
                                  name=f"qb-pool-{index}", daemon=True)
                 for index in range(options.concurrency)]
+        heartbeat = self._heartbeat(state)
         restore = self._install_signals()
         try:
-            for thread in pool:
+            for thread in [*pool, *(consumer.thread for consumer in consumers)]:
                 thread.start()
-            for consumer in consumers:
-                consumer.start()
             if heartbeat is not None:
                 heartbeat.start()
             log.info("worker %s: consuming %s from %s with %d %s", self.name,
                      ", ".join(options.queues), ", ".join(self.bridge.backends),
                      options.concurrency, options.pool)
-            self._main_loop(consumers, shared.guard)
+            self._main_loop(consumers, guard)
             self._wait_quiet(consumers)
-            self._drain(shared.guard)
+            self._drain(guard)
         finally:
             self._shutdown(shared, consumers, pool)
             if heartbeat is not None:
                 heartbeat.stop(self.name)
-            shared.guard.close()
             restore()
-        log.info("worker %s: stopped; %s", self.name, self.stats)
-        return 0
 
     def _main_loop(self, consumers: list[Consumer], guard: DedupGuard) -> None:
         next_check = 0.0
@@ -191,20 +211,25 @@ class Worker:
             # A thread still inside an abandoned task is a daemon: it cannot hold us up.
             thread.join(max(0.0, min(0.5, limit - time.monotonic())))
 
-    def _open_guard(self) -> DedupGuard:
-        path = self.options.state_path
-        if path is None:
-            return DedupGuard(None, self.name, self.options.dedup_ttl)
-        return DedupGuard(SQLiteDedupStore(path), self.name, self.options.dedup_ttl,
-                          SQLiteCheckpoints(path))
+    def _open_state(self) -> WorkerState | None:
+        location = self.options.state
+        if location is None:
+            return None
+        return open_worker_state(str(location), self.bridge.plugins)
 
-    def _open_heartbeat(self) -> Heartbeat | None:
-        if self.options.state_path is None:
+    def _start_processes(self, state: WorkerState | None) -> ProcessPool | None:
+        if self.options.pool != "processes":
+            return None
+        location = None if state is None else str(self.options.state)
+        return ProcessPool(self._app, location, self.options.concurrency)
+
+    def _heartbeat(self, state: WorkerState | None) -> Heartbeat | None:
+        if state is None:
             return None
         info = WorkerInfo(self.name, socket.gethostname(), os.getpid(),
                           tuple(self.bridge.backends), self.options.queues,
                           interval=self.options.heartbeat_interval)
-        return Heartbeat(SQLiteHeartbeats(self.options.state_path),
+        return Heartbeat(state.heartbeats,
                          lambda: replace(info, current_jobs=tuple(self._tracker.job_ids())),
                          self.options.heartbeat_interval)
 

@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from queuebridge.checkpoint import SQLiteCheckpoints
 from queuebridge.context import CheckpointAccess
 from queuebridge.dedup import Claim, DedupStore, StoreUnavailable
 from queuebridge.envelope import Envelope
+from queuebridge.state import CheckpointStore
 
 __all__ = ["CheckpointUse", "DedupGuard"]
 
@@ -51,7 +51,7 @@ class DedupGuard:
     """
 
     def __init__(self, store: DedupStore | None, owner: str, ttl: float,
-                 checkpoints: SQLiteCheckpoints | None = None) -> None:
+                 checkpoints: CheckpointStore | None = None) -> None:
         self.store = store
         self.owner = owner
         self.ttl = ttl
@@ -107,13 +107,6 @@ class DedupGuard:
         if store is not None and envelopes:
             keys = [(env.id, env.attempt) for env in envelopes]
             self._safely(lambda: store.renew(keys, self.owner, lease))
-
-    def close(self) -> None:
-        """Close the stores."""
-        if self.store is not None:
-            self.store.close()
-        if self.checkpoints is not None:
-            self.checkpoints.close()
 
     def _safely(self, action: Callable[[], T], healthy_if_ok: bool = True) -> T | None:
         try:

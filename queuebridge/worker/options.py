@@ -49,9 +49,13 @@ class WorkerOptions:
     burst_outage_wait: float = 60.0
     """In burst mode, how long a backend that fails mid-run is waited for before it
     is skipped (a backend already down at start is skipped at once)."""
-    state_path: Path | None = Path(".queuebridge/worker.sqlite3")
-    """SQLite file (WAL) for dedup claims, checkpoints and heartbeats, shared by the
-    workers of one host. ``None`` turns all three off."""
+    state: str | Path | None = ".queuebridge/worker.sqlite3"
+    """Where dedup claims, checkpoints and heartbeats live: a SQLite file (WAL, shared
+    by the workers of one host) or a URL a plugin handles (``redis://...`` with
+    queuebridge-rq, shared by every host). ``None`` turns all three off."""
+    app: str | None = None
+    """The app as ``module:attr`` (a :class:`~queuebridge.Bridge`), imported by the
+    children of ``pool="processes"``; defaults to the bridge's ``settings.app``."""
     dedup_ttl: float = 86_400.0
     """How long a finished job id is remembered (duplicates within it are skipped)."""
 

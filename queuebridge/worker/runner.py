@@ -18,6 +18,7 @@ from queuebridge.worker.backoff import retry_delay
 from queuebridge.worker.consumer import Shared
 from queuebridge.worker.guard import CheckpointUse
 from queuebridge.worker.options import Counters
+from queuebridge.worker.processes import ProcessPool, RemoteError
 from queuebridge.worker.tracking import Job
 
 __all__ = ["Runner"]
@@ -33,7 +34,8 @@ class Runner:
     again (at-least-once; the dedup store stops a finished attempt from re-running).
     """
 
-    def __init__(self, bridge: Bridge, shared: Shared, counters: Counters) -> None:
+    def __init__(self, bridge: Bridge, shared: Shared, counters: Counters,
+                 processes: ProcessPool | None = None) -> None:
         self.bridge = bridge
         self.options = shared.options
         self.counters = counters
@@ -41,6 +43,8 @@ class Runner:
         self.slots = shared.slots
         self.guard = shared.guard
         self.checkpoints: CheckpointAccess | None = shared.guard.checkpoints
+        self.processes = processes
+        """With ``pool="processes"``, tasks run in its children instead of this thread."""
 
     def runnable(self, env: Envelope) -> bool:
         """Whether :meth:`handle` would run ``env`` now (its attempt needs a claim)."""
@@ -113,7 +117,10 @@ class Runner:
             self.guard.release(env)
 
     def invoke(self, task: Task[Any, Any], env: Envelope, ctx: JobContext) -> BaseException | None:
-        """Call the task in this thread; return what it raised, or ``None``."""
+        """Call the task (in this thread, or a child process); return what it raised,
+        or ``None``."""
+        if self.processes is not None:
+            return self.processes.invoke(task, env, ctx)
         try:
             with job_context(ctx):
                 task.func(*env.args, **env.kwargs)
@@ -135,12 +142,14 @@ class Runner:
     def _fail(self, job: Job, task: Task[Any, Any], env: Envelope, error: BaseException
               ) -> bool:
         """Retry or dead-letter; False when neither reached a broker."""
-        summary = f"{type(error).__name__}: {error}"
+        kind = error.type_name if isinstance(error, RemoteError) else type(error).__name__
+        summary = f"{kind}: {error}"
         self.counters.add("failed")
         self.bridge.plugins.job_failed(env, job.backend.name, summary)
         if env.retries_left > 0:
             return self._retry(job, task, env, summary)
-        trace = "".join(traceback.format_exception(error)).rstrip()
+        trace = (error.trace if isinstance(error, RemoteError)
+                 else "".join(traceback.format_exception(error)).rstrip())
         return self._report_dead(job, f"{summary} (attempt {env.attempt} of "
                                       f"{env.max_retries + 1})\n{trace}")
 

@@ -16,7 +16,7 @@ from queuebridge.worker import Worker, WorkerOptions
 FAST: dict[str, Any] = {
     "poll_timeout": 0.05, "retry_backoff": 0.01, "retry_backoff_max": 0.05,
     "reconnect_backoff": 0.01, "reconnect_backoff_max": 0.05, "grace_period": 5.0,
-    "state_path": None,
+    "state": None,
 }
 
 

@@ -44,7 +44,7 @@ def test_job_sent_to_both_backends_runs_once(bridge: Bridge, tmp_path: Path) -> 
     memory(bridge, "b0").send(env)
     memory(bridge, "b1").send(env)
 
-    worker = burst(bridge, state_path=tmp_path / "state.sqlite3")
+    worker = burst(bridge, state=tmp_path / "state.sqlite3")
 
     assert len(ran) == 1
     assert worker.stats.duplicates == 1 and duplicates != []
@@ -62,7 +62,7 @@ def test_retries_are_new_attempts_not_duplicates(bridge: Bridge, tmp_path: Path)
             raise RuntimeError("first")
 
     memory(bridge, "b0").send(twice.job())
-    worker = burst(bridge, state_path=tmp_path / "state.sqlite3")
+    worker = burst(bridge, state=tmp_path / "state.sqlite3")
     assert attempts == [1, 2]
     assert worker.stats.duplicates == 0 and worker.stats.succeeded == 1
 
@@ -83,7 +83,7 @@ def test_checkpoint_resumes_on_retry_and_is_cleared(bridge: Bridge, tmp_path: Pa
     env = resume.job(options=JobOptions(job_id="resume-1"))
     memory(bridge, "b0").send(env)
     path = tmp_path / "state.sqlite3"
-    burst(bridge, state_path=path)
+    burst(bridge, state=path)
 
     assert starts == [0, 4]
     from queuebridge.checkpoint import SQLiteCheckpoints
@@ -101,7 +101,7 @@ def test_unreachable_store_runs_the_job_anyway(
         ran.append(i)
 
     memory(bridge, "b0").send_many([anyway.job((i,)) for i in range(3)])
-    burst(bridge, state_path=blocker / "state.sqlite3")
+    burst(bridge, state=blocker / "state.sqlite3")
 
     assert sorted(ran) == [0, 1, 2]
     assert sum("dedup store unavailable" in r.getMessage() for r in caplog.records) == 1
@@ -120,7 +120,7 @@ def test_heartbeat_lists_the_running_worker_and_its_job(
 
     memory(bridge, "b0").send(beat.job(options=JobOptions(job_id="beating")))
     try:
-        with running(bridge, state_path=path, heartbeat_interval=0.02, name="w-test"):
+        with running(bridge, state=path, heartbeat_interval=0.02, name="w-test"):
             assert started.wait(5)
             wait_until(lambda: any(w.current_jobs == ("beating",) for w in list_workers(path)))
             (info,) = list_workers(path)
@@ -146,7 +146,7 @@ def test_claim_held_by_a_dead_worker_is_taken_over_after_it_expires(
     assert SQLiteDedupStore(path).claim("orphan-1", 1, "dead-worker", lease=0.2) is Claim.CLAIMED
     memory(bridge, "b0").send(env)
 
-    worker = burst(bridge, state_path=path)
+    worker = burst(bridge, state=path)
 
     assert ran == ["orphan-1"]
     assert worker.stats.returned >= 1  # handed back while the dead claim was live
