@@ -20,10 +20,10 @@ It lives on one host's disk: ``Capabilities.shared_between_hosts`` is False.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,11 +35,11 @@ from queuebridge.envelope import Envelope, validate_queue_name
 from queuebridge.errors import BackendUnavailable, EnvelopeError, LeaseLost
 from queuebridge.redact import redact_text
 from queuebridge_kombu.base import KombuBackend
+from queuebridge_kombu.fsclaim import Claimer
 from queuebridge_kombu.fsqueue import (
     REASON_SUFFIX,
     SUFFIX,
     QueueDirs,
-    due_of,
     fsync_dir,
     job_file_name,
     now,
@@ -69,9 +69,9 @@ class FilesystemBackend(KombuBackend):
         self._tmp = self.root / "tmp"
         self._lock = threading.Lock()
         self._dirs: dict[str, QueueDirs] = {}
-        self._cache: dict[str, deque[str]] = {}
-        self._scanned: dict[str, float] = {}
-        self._leases: set[Path] = set()
+        self._claimer = Claimer(self.options.poll_interval)
+        self._leases: set[str] = set()
+        """Paths this instance leased; ``close`` gives back what is still here."""
         self._pool: ThreadPoolExecutor | None = None
 
     # -- plumbing ----------------------------------------------------------------
@@ -107,8 +107,9 @@ class FilesystemBackend(KombuBackend):
                 self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="qb-fs-writer")
             return self._pool
 
-    def _delivery(self, queue: str, path: Path) -> Delivery:
-        raw = path.read_bytes()
+    def _delivery(self, queue: str, path: str) -> Delivery:
+        with open(path, "rb", buffering=0) as file:
+            raw = file.readall()
         try:
             envelope: Envelope | None = Envelope.decode(raw)
             problem = ""
@@ -136,58 +137,46 @@ class FilesystemBackend(KombuBackend):
     # -- leasing -------------------------------------------------------------------
 
     def _reserve(self, queues: Sequence[str], timeout: float) -> Delivery | None:
+        leased = self._reserve_many(queues, 1, timeout)
+        return leased[0] if leased else None
+
+    def _reserve_many(self, queues: Sequence[str], limit: int, timeout: float
+                      ) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         with self._disk("reserve"):
             while True:
+                leased: list[Delivery] = []
                 for queue in queues:
-                    delivery = self._claim_next(queue)
-                    if delivery is not None:
-                        return delivery
+                    if len(leased) < limit:
+                        leased += self._claim(queue, limit - len(leased))
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
+                if leased or remaining <= 0:
+                    return leased
                 time.sleep(min(self.options.poll_interval, remaining))
 
-    def _claim_next(self, queue: str) -> Delivery | None:
-        """Claim the first due file of ``queue``, from a cached sorted listing."""
-        with self._lock:
-            dirs = self._queue(queue)
-            names = self._cache.get(queue)
-            if not names or self._listing_is_old(queue):
-                names = self._cache[queue] = deque(dirs.ready_names())
-                self._scanned[queue] = time.monotonic()
-            current = now()
-            while names and due_of(names[0]) <= current:
-                path = dirs.claim(names.popleft())
-                if path is not None:
-                    self._leases.add(path)
-                    break
-            else:
-                return None
-        try:
-            return self._delivery(queue, path)
-        except FileNotFoundError:
-            return None  # recovered by another process between claim and read
+    def _claim(self, queue: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` due files of ``queue`` and read them."""
+        paths = self._claimer.claim(queue, self._queue(queue), limit)
+        self._leases.update(paths)
+        leased = []
+        for path in paths:
+            try:
+                leased.append(self._delivery(queue, path))
+            except FileNotFoundError:
+                continue  # recovered by another process between claim and read
+        return leased
 
-    def _listing_is_old(self, queue: str) -> bool:
-        """A listing whose head is not due yet is refreshed every poll interval, so
-        newly arrived due jobs are not stuck behind delayed ones."""
-        names = self._cache[queue]
-        if names and due_of(names[0]) <= now():
-            return False
-        return time.monotonic() - self._scanned.get(queue, 0.0) >= self.options.poll_interval
-
-    def _release(self, delivery: Delivery) -> Path:
-        path: Path = delivery.receipt
-        with self._lock:
-            self._leases.discard(path)
+    def _release(self, delivery: Delivery) -> str:
+        path: str = delivery.receipt
+        # set.discard is atomic: the acking pool threads need no lock.
+        self._leases.discard(path)
         return path
 
     def _ack(self, delivery: Delivery) -> None:
         path = self._release(delivery)
         with self._disk("ack"):
             try:
-                path.unlink()
+                os.unlink(path)
             except FileNotFoundError:
                 raise self._lost(delivery) from None
 
@@ -200,12 +189,13 @@ class FilesystemBackend(KombuBackend):
     def _retry(self, delivery: Delivery, envelope: Envelope) -> None:
         path = self._release(delivery)
         with self._disk("retry"):
-            if not path.exists():
+            if not os.path.exists(path):
                 raise self._lost(delivery)
             self._send_many((envelope,))
             # Unlink only after the next attempt is durable: a crash in between
             # leaves a duplicate (same id), never a lost job.
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _touch(self, deliveries: Sequence[Delivery]) -> None:
         with self._disk("touch"):
@@ -218,7 +208,7 @@ class FilesystemBackend(KombuBackend):
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         path = self._release(delivery)
         dirs = self._queue(delivery.queue)
-        target = dirs.dead / path.name
+        target = dirs.dead / os.path.basename(path)
         sidecar = target.with_name(target.name + REASON_SUFFIX)
         with self._disk("dead_letter"):
             write_atomically(self._tmp, sidecar, reason.encode(), fsync=self.options.fsync)
@@ -236,7 +226,7 @@ class FilesystemBackend(KombuBackend):
             names = sorted(n for n in os.listdir(dead) if n.endswith(SUFFIX))[:limit]
             found = []
             for name in names:
-                delivery = self._delivery(queue, dead / name)
+                delivery = self._delivery(queue, os.path.join(dead, name))
                 reason_file = dead / (name + REASON_SUFFIX)
                 reason = reason_file.read_text() if reason_file.exists() else ""
                 found.append((delivery, reason))
@@ -297,7 +287,7 @@ class FilesystemBackend(KombuBackend):
         if pool is not None:
             pool.shutdown(wait=True)
         with self._disk("close"):
-            for path in leases:
+            for path in map(Path, leases):
                 try:
                     os.rename(path, path.parent.parent / "ready" / renamed(path.name))
                 except FileNotFoundError:
