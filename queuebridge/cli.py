@@ -37,6 +37,7 @@ from queuebridge.status import (
     format_age,
     watch_status,
 )
+from queuebridge.worker.command import workers
 
 __all__ = ["cli", "main"]
 
@@ -338,6 +339,7 @@ def worker(ctx: click.Context, queues: tuple[str, ...] | None, concurrency: int 
 
 cli.add_command(drill)
 cli.add_command(spool)
+cli.add_command(workers)
 
 
 def main() -> None:
