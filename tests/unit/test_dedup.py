@@ -96,3 +96,18 @@ def test_heartbeats_list_live_and_dead_workers(tmp_path: Path) -> None:
     assert workers[0].current_jobs == ("j1",) and workers[0].alive
     assert not workers[1].alive
     assert beats.prune(older_than=-1) == 2
+
+
+def test_a_buffered_finish_is_never_seen_as_done_before_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    mine, other = SQLiteDedupStore(path), SQLiteDedupStore(path)
+    assert mine.claim_many([("j1", 1), ("j2", 1)], "w1", lease=60) == [Claim.CLAIMED] * 2
+    mine.finish("j1", 1, ttl=60)
+    assert mine.claim("j1", 1, "w1", lease=60) is Claim.DONE  # this store knows at once
+    assert other.claim("j2", 1, "w2", lease=60) is Claim.BUSY
+    mine.finish("j2", 1, ttl=60)
+    assert other.claim("j2", 1, "w2", lease=60) is Claim.BUSY  # running, not skipped
+    mine.flush()
+    assert other.claim("j2", 1, "w2", lease=60) is Claim.DONE
+    mine.close()
+    other.close()
