@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import amqp
 import pytest
 from queuebridge_kombu.amqp import AMQPBackend
@@ -11,24 +9,19 @@ from queuebridge_kombu.amqp import AMQPBackend
 from queuebridge.backend import Backend
 from queuebridge.testing import BackendContract, MakeBackend
 from queuebridge.testing.plugin import free_port
-from tests.kombu.amqp_helpers import amqp_backend, delete_queues, queues_of
+from tests.kombu.amqp_helpers import amqp_backend
 
 
 @pytest.mark.usefixtures("rabbitmq")
 class TestAMQPContract(BackendContract):
     @pytest.fixture
-    def make_backend(self) -> Iterator[MakeBackend]:
-        built: list[Backend] = []
-
+    def make_backend(self, amqp_backends: list[Backend]) -> MakeBackend:
         def make(**overrides: object) -> Backend:
             backend = amqp_backend(**overrides)
-            built.append(backend)
+            amqp_backends.append(backend)
             return backend
 
-        yield make
-        for backend in built:
-            backend.close()
-        delete_queues(queues_of(built))
+        return make
 
     @pytest.fixture
     def unreachable_backend(self) -> Backend:
@@ -37,7 +30,7 @@ class TestAMQPContract(BackendContract):
 
     def inject_malformed(self, backend: Backend, queue: str) -> None:
         assert isinstance(backend, AMQPBackend)
-        backend.depth(queue)  # declares the queue
+        backend.dead_letters(queue, 1)  # declares the queue (depth only looks)
         import kombu
 
         with kombu.Connection("amqp://guest:guest@127.0.0.1:5672//") as conn:

@@ -12,7 +12,7 @@ from queuebridge.backend import Backend, Delivery
 from queuebridge.envelope import Envelope
 from queuebridge.errors import BackendUnavailable, LeaseLost
 from queuebridge.testing.plugin import free_port
-from tests.kombu.amqp_helpers import amqp_backend, delete_queues, queues_of
+from tests.kombu.amqp_helpers import amqp_backend
 from tests.kombu.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.usefixtures("rabbitmq"), pytest.mark.slow]
@@ -34,12 +34,8 @@ def queue() -> str:
 
 
 @pytest.fixture
-def backends() -> Iterator[list[Backend]]:
-    built: list[Backend] = []
-    yield built
-    for backend in built:
-        backend.close()
-    delete_queues(queues_of(built))
+def backends(amqp_backends: list[Backend]) -> list[Backend]:
+    return amqp_backends
 
 
 def _fails_fast(operation: Callable[[], object]) -> float:

@@ -24,6 +24,7 @@ from queuebridge.envelope import Envelope
 from queuebridge.errors import EnvelopeError, LeaseLost, QueueBridgeError
 from queuebridge_kombu.base import KombuBackend
 from queuebridge_kombu.consumer import Consumer, Receipt
+from queuebridge_kombu.depth import DepthCounter
 from queuebridge_kombu.link import Link
 from queuebridge_kombu.publisher import Outgoing, Publisher
 from queuebridge_kombu.topology import Topology, bucket_for, dead_queue
@@ -49,12 +50,25 @@ class AMQPBackend(KombuBackend):
         self._consumer = Consumer(Link(settings, opts, heartbeat=opts.heartbeat),
                                   self._consumer_topology, opts.prefetch)
         self._consumer.link.on_connect = self._on_consumer_connect
+        self._depth_counter = DepthCounter(self._publisher.link)
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
 
     def declared_queues(self) -> set[str]:
         """Every queue name this backend declared (work, dead-letter, delay buckets)."""
         return self._topology.seen | self._consumer_topology.seen
+
+    @property
+    def idle_probes(self) -> int:
+        """Round trips made so far to check that an idle broker still answers
+        (diagnostics: none are made while deliveries flow)."""
+        return self._consumer.probes
+
+    @property
+    def prefetch_window(self) -> int:
+        """The ``basic.qos`` prefetch count in force: ``options.prefetch``, widened to
+        twice the largest ``reserve_many`` limit asked for."""
+        return self._consumer.window
 
     # -- sending -------------------------------------------------------------------
 
@@ -191,8 +205,8 @@ class AMQPBackend(KombuBackend):
 
     def _depth(self, queue: str) -> int:
         link = self._publisher.link
-        with link.lock, link.guard("depth") as channel:
-            return self._topology.depth(channel, queue)
+        with link.lock, link.guard("depth"):
+            return self._depth_counter.depth(queue)
 
     def _recover(self) -> int:
         return self._consumer.recover(self.settings.lease_timeout)

@@ -31,15 +31,17 @@ class Claimer:
 
     def claim(self, queue: str, dirs: QueueDirs, limit: int) -> list[str]:
         """Lease up to ``limit`` due files of ``queue`` in due order; return their
-        paths in ``processing/``. At most one ``scandir`` per call."""
+        paths in ``processing/``. Lists the folder (at most once) only when the
+        cached listing yields nothing."""
         claimed: list[str] = []
         may_scan = True
         while len(claimed) < limit:
             names, scanned = self._take_due(queue, dirs, limit - len(claimed), may_scan)
-            may_scan = may_scan and not scanned
             if not names:
                 break
             claimed.extend(path for name in names if (path := dirs.claim(name)) is not None)
+            # Once this batch has files, a used-up listing ends it: the next call lists.
+            may_scan = may_scan and not scanned and not claimed
         return claimed
 
     def _take_due(self, queue: str, dirs: QueueDirs, count: int, may_scan: bool

@@ -69,22 +69,20 @@ class Topology:
     def _arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "quorum"} if self._quorum else {}
 
-    def ensure_queue(self, channel: Any, queue: str) -> int:
-        """Declare ``queue`` and its dead-letter queue; return the ready count of
-        ``queue`` when a declaration was sent (else -1)."""
+    def ensure_queue(self, channel: Any, queue: str) -> None:
+        """Declare ``queue`` and its dead-letter queue (once per connection)."""
         if queue in self._queues:
-            return -1
+            return
         if not self._exchange_declared:
             channel.exchange_declare(self.exchange, "direct", durable=True, auto_delete=False)
             self._exchange_declared = True
-        result = channel.queue_declare(queue, durable=True, auto_delete=False,
-                                       arguments=self._arguments())
+        channel.queue_declare(queue, durable=True, auto_delete=False,
+                              arguments=self._arguments())
         channel.queue_bind(queue, self.exchange, routing_key=queue)
         channel.queue_declare(dead_queue(queue), durable=True, auto_delete=False,
                               arguments=self._arguments())
         self._queues.add(queue)
         self.seen.update((queue, dead_queue(queue)))
-        return int(result.message_count)
 
     def ensure_bucket(self, channel: Any, queue: str, bucket_ms: int) -> str:
         """Declare (or refresh) a delay bucket of ``queue``; return its name."""
@@ -97,8 +95,8 @@ class Topology:
             self.seen.add(name)
         return name
 
-    def _declare_bucket(self, channel: Any, queue: str, bucket_ms: int) -> int:
-        result = channel.queue_declare(
+    def _declare_bucket(self, channel: Any, queue: str, bucket_ms: int) -> None:
+        channel.queue_declare(
             delay_queue(queue, bucket_ms), durable=True, auto_delete=False,
             arguments={
                 "x-message-ttl": bucket_ms,
@@ -107,18 +105,3 @@ class Topology:
                 "x-expires": bucket_ms + _EXPIRES_MARGIN_MS,
             },
         )
-        return int(result.message_count)
-
-    def count_delayed(self, channel: Any, queue: str) -> int:
-        """Jobs waiting in the delay buckets of ``queue`` that this process declared."""
-        prefix = delay_queue(queue, 0)[:-1]
-        total = 0
-        for name in sorted(self._buckets):
-            if name.startswith(prefix):
-                total += self._declare_bucket(channel, queue, int(name[len(prefix):]))
-        return total
-
-    def depth(self, channel: Any, queue: str) -> int:
-        """Ready jobs in ``queue`` plus its known delayed jobs."""
-        self._queues.discard(queue)  # force a declaration: it returns the count
-        return self.ensure_queue(channel, queue) + self.count_delayed(channel, queue)
