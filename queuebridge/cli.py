@@ -323,8 +323,10 @@ def worker(ctx: click.Context, queues: tuple[str, ...] | None, concurrency: int 
     """Run a worker for the app's tasks (--app, or app in the config)."""
     from queuebridge.worker import Worker, WorkerOptions
 
-    overrides = {"queues": queues, "concurrency": concurrency, "pool": pool}
     options: _Options = ctx.obj
+    # Process-pool children import the app themselves: hand them --app too.
+    overrides = {"queues": queues, "concurrency": concurrency, "pool": pool,
+                 "app": options.app}
     with options.bridge() as bridge:
         if not bridge.registry.names():
             log.warning("the worker has no registered tasks (no --app, or the app defines "
