@@ -1,7 +1,7 @@
 """Benchmark: queuebridge on the kombu backend vs raw Kombu, same machine, one run.
 
-    .venv/bin/python bench/bench_kombu.py [--jobs 5000] [--batch 250] [--concurrency 8]
-        [--url amqp://guest:guest@127.0.0.1:5672//]
+    .venv/bin/python bench/bench_kombu.py [--jobs 5000] [--batch 250] [--concurrency 8 16]
+        [--url amqp://guest:guest@127.0.0.1:5672//] [--drain-only]
 
 Uses the RabbitMQ at ``--url`` (fresh queues, deleted afterwards) and a temporary
 folder for the filesystem broker. Prints a table of rates and ratios:
@@ -10,7 +10,9 @@ folder for the filesystem broker. Prints a table of rates and ratios:
 * AMQP batch:   ``task.enqueue_many`` in batches vs that raw confirmed publish
 * filesystem:   Kombu's filesystem transport publish vs ``task.enqueue`` (fsync'd) and
   ``task.enqueue_many``
-* drain:        the queuebridge Worker (burst) running no-op jobs, on AMQP and filesystem
+* backend drain: one thread leasing with ``reserve_many(16)`` and acking (no worker)
+* drain:        the queuebridge Worker (burst, dedup store on) running no-op jobs, on AMQP
+  and filesystem, at each ``--concurrency``
 """
 
 from __future__ import annotations
@@ -105,13 +107,31 @@ def bench_enqueue_many(url: str, jobs: int, batch: int) -> float:
     return rate
 
 
-def bench_drain(url: str, jobs: int, batch: int, concurrency: int) -> float:
+def bench_backend_drain(url: str, jobs: int, batch: int) -> float:
+    bridge, backend = make_bridge(url)
+    queue = fresh_queue("qbb")
+    task = bridge.task(name="bench.noop", queue=queue)(noop)
+    enqueue_in_batches(task, jobs, batch)
+
+    def drain() -> None:
+        done = 0
+        while done < jobs:
+            for delivery in backend.reserve_many([queue], 16, timeout=1.0):
+                backend.ack(delivery)
+                done += 1
+
+    rate = jobs / timed(drain)
+    close_bridge(bridge, backend)
+    return rate
+
+
+def bench_drain(url: str, jobs: int, batch: int, concurrency: int, state: Path) -> float:
     bridge, backend = make_bridge(url)
     queue = fresh_queue("qbw")
     task = bridge.task(name="bench.noop", queue=queue)(noop)
     enqueue_in_batches(task, jobs, batch)
     worker = Worker(bridge, WorkerOptions(queues=(queue,), burst=True, concurrency=concurrency,
-                                          poll_timeout=0.2))
+                                          poll_timeout=0.2, state=state))
     seconds = timed(worker.run)
     assert backend.depth(queue) == 0, "the worker left jobs behind"
     close_bridge(bridge, backend)
@@ -125,29 +145,17 @@ def delete_queues(url: str) -> None:
             channel.queue_delete(name)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=250)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672//")
-    args = parser.parse_args()
-    n, b, c = args.jobs, args.batch, args.concurrency
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
-        folder = Path(tmp).resolve()
-        fs_url = f"filesystem://{folder}/broker"
-        try:
-            raw = bench_raw_confirmed(args.url, n)
-            single = bench_enqueue(args.url, n)
-            many = bench_enqueue_many(args.url, n, b)
-            raw_fs = bench_raw_filesystem(folder, n)
-            fs_single = bench_enqueue(fs_url, n)
-            fs_many = bench_enqueue_many(fs_url, n, b)
-            amqp_drain = bench_drain(args.url, n, b, c)
-            fs_drain = bench_drain(fs_url, n, b, c)
-        finally:
-            delete_queues(args.url)
-    rows = [
+Row = tuple[str, float, str, str]
+
+
+def enqueue_rows(url: str, fs_url: str, folder: Path, n: int, b: int) -> list[Row]:
+    raw = bench_raw_confirmed(url, n)
+    single = bench_enqueue(url, n)
+    many = bench_enqueue_many(url, n, b)
+    raw_fs = bench_raw_filesystem(folder, n)
+    fs_single = bench_enqueue(fs_url, n)
+    fs_many = bench_enqueue_many(fs_url, n, b)
+    return [
         ("kombu Producer.publish, confirm_publish", raw, "", ""),
         ("queuebridge task.enqueue (AMQP)", single, f"{single / raw:.2f}x", ">= 0.9x"),
         (f"queuebridge enqueue_many (AMQP, {b}/batch)", many, f"{many / raw:.1f}x", ">= 5x"),
@@ -156,9 +164,39 @@ def main() -> None:
          ""),
         (f"queuebridge enqueue_many (filesystem, {b}/batch)", fs_many,
          f"{fs_many / raw_fs:.2f}x", ""),
-        (f"queuebridge Worker burst, AMQP (concurrency {c})", amqp_drain, "", ">= 2,000/s"),
-        (f"queuebridge Worker burst, filesystem (concurrency {c})", fs_drain, "", ">= 2,000/s"),
     ]
+
+
+def drain_rows(url: str, fs_url: str, folder: Path, n: int, b: int,
+               concurrencies: list[int]) -> list[Row]:
+    rows: list[Row] = []
+    for label, target in (("AMQP", url), ("filesystem", fs_url)):
+        rows.append((f"backend reserve_many(16) + ack, {label}",
+                     bench_backend_drain(target, n, b), "", ""))
+        for c in concurrencies:
+            state = folder / f"worker-{label}-{c}.sqlite3"
+            rows.append((f"queuebridge Worker burst, {label} (concurrency {c})",
+                         bench_drain(target, n, b, c, state), "", ">= 2,000/s"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672//")
+    parser.add_argument("--drain-only", action="store_true", help="skip the enqueue rows")
+    args = parser.parse_args()
+    n, b = args.jobs, args.batch
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        folder = Path(tmp).resolve()
+        fs_url = f"filesystem://{folder}/broker"
+        try:
+            rows = [] if args.drain_only else enqueue_rows(args.url, fs_url, folder, n, b)
+            rows += drain_rows(args.url, fs_url, folder, n, b, args.concurrency)
+        finally:
+            delete_queues(args.url)
     print(f"{n} jobs per measurement; RabbitMQ at {args.url.split('@')[-1]}")
     print(f"{'measurement':<54} {'jobs/s':>10} {'ratio':>8} {'target':>11}")
     for name, rate, ratio, target in rows:
