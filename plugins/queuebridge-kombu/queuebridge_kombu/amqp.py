@@ -2,8 +2,11 @@
 
 * durable queues (quorum on request), persistent messages, publisher confirms on
   every send, one confirm wait per batch (:mod:`~queuebridge_kombu.publisher`);
-* manual ack after the task finished, a prefetch limit, redelivery by RabbitMQ when
-  a consumer dies (:mod:`~queuebridge_kombu.consumer`);
+* manual ack after the task finished, a prefetch limit, batch leases popped from
+  the prefetch buffer, redelivery by RabbitMQ when a consumer dies
+  (:mod:`~queuebridge_kombu.consumer`);
+* ``depth`` from passive declares of the queue and all its delay buckets
+  (:mod:`~queuebridge_kombu.depth`);
 * a dead-letter queue per queue, delayed jobs in TTL bucket queues
   (:mod:`~queuebridge_kombu.topology`);
 * two connections (publisher, consumer), each used under its own lock; every call

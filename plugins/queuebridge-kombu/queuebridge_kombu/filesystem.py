@@ -10,6 +10,8 @@ task ran, so a worker killed mid-job loses the job. This broker keeps Kombu's id
 * **reserve** claims the oldest due file by renaming it into ``processing/``; only
   one process can win that rename, so several workers on one host never run a job
   twice at once.
+* **reserve_many** claims a batch from a cached due-ordered listing: one ``scandir``
+  serves many batches (:mod:`~queuebridge_kombu.fsclaim`).
 * **ack** deletes the file; **touch** refreshes its mtime; **recover** renames
   leases whose mtime is older than ``lease_timeout`` back to ``ready/``.
 * delayed jobs are files whose name starts with a future due time: they survive
