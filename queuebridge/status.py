@@ -86,7 +86,8 @@ class BackendStatus:
     since_exact: bool = False
     """False when the state was found at the first look: it began before ``since``."""
     down_count: int = 0
-    """Times it was seen going down (by the router, or between two probes)."""
+    """Times its circuit opened in the router, plus the times a probe found it down after
+    it was up; a backend already down at the first look counts once."""
 
     @property
     def latency_ms(self) -> float | None:
