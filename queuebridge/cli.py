@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -85,14 +85,18 @@ class _Options:
         return self._settings
 
     @contextlib.contextmanager
-    def bridge(self) -> Iterator[Bridge]:
+    def bridge(self, *, read_only: bool = False) -> Iterator[Bridge]:
         """The app's Bridge when an app is named (``--app`` or ``app``), else one built
-        from the config. Only a Bridge built here is closed here: the app owns its own."""
+        from the config. Only a Bridge built here is closed here: the app owns its own.
+        ``read_only`` keeps a Bridge built here from replaying spooled jobs."""
         spec = self.app or self.settings().app
         if spec:
             yield _app_bridge(spec, "--app" if self.app else "queuebridge.app")
             return
-        with Bridge.from_settings(self.settings(), plugins=self.plugins()) as bridge:
+        settings = self.settings()
+        if read_only:
+            settings = replace(settings, spool=replace(settings.spool, drain_on_start=False))
+        with Bridge.from_settings(settings, plugins=self.plugins()) as bridge:
             yield bridge
 
 
@@ -193,7 +197,7 @@ def cli(ctx: click.Context, config: Path | None, app: str | None, log_level: str
 @click.pass_obj
 def check(options: _Options) -> None:
     """Validate the configuration and plugins; print the resolved backends."""
-    with options.bridge() as bridge:
+    with options.bridge(read_only=True) as bridge:
         settings = bridge.settings
         click.echo(f"config: {settings.source}")
         if settings.app or options.app:
@@ -235,7 +239,7 @@ def status(ctx: click.Context, as_json: bool, queues: tuple[str, ...] | None,
 
     Exit 0 all up, 1 degraded or spooling (still accepting jobs), 2 not accepting."""
     options: _Options = ctx.obj
-    with options.bridge() as bridge:
+    with options.bridge(read_only=True) as bridge:
         tracker = StateTracker(bridge.router.health())
 
         def produce() -> StatusReport:

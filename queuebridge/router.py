@@ -76,9 +76,10 @@ class Router:
         self._monitor: Monitor | None = None
         self._spool: Spool | None = None
         self._drainer: Drainer | None = None
-        spool_file = self.spool_settings.path if self.spool_settings is not None else None
+        spool = self.spool_settings
         # Rows left by a process that died while everything was down: drain them now.
-        if spool_file is not None and spool_file.exists() and self._open_spool().count() > 0:
+        if (spool is not None and spool.drain_on_start and spool.path.exists()
+                and self._open_spool().count() > 0):
             self._ensure_drainer()
 
     # -- status ------------------------------------------------------------------------

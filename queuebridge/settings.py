@@ -40,6 +40,9 @@ class SpoolSettings:
     path: Path = Path(".queuebridge/spool.sqlite3")
     max_jobs: int = 100_000
     drain_batch: int = 100
+    drain_on_start: bool = True
+    """Replay rows left by an earlier process as soon as a Bridge starts. Read-only
+    commands (``check``, ``status``) turn it off: looking must not send."""
 
 
 @dataclass(frozen=True, slots=True)

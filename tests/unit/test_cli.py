@@ -299,9 +299,14 @@ def test_worker_without_tasks_app_runs_from_config(config: Path) -> None:
     assert "WARNING queuebridge.cli: the worker has no registered tasks" in result.stderr
 
 
-def test_worker_library_errors_are_one_line(app: ModuleType) -> None:
-    result = run("--app", f"{app.__name__}:bridge", "worker", "--pool", "processes", "--burst")
-    assert_one_line_error(result, "worker.pool")
+def test_worker_library_errors_are_one_line(tmp_path: Path) -> None:
+    file = tmp_path / "queuebridge.toml"
+    file.write_text(CONFIG.replace(
+        "[queuebridge.worker]", '[queuebridge.worker]\nstate = "nosuch://user:hunter2@host/0"'
+    ))
+    result = run("--config", str(file), "worker", "--burst")
+    assert_one_line_error(result, "worker.state", "nosuch")
+    assert "hunter2" not in result.output
 
 
 def test_logging_handler_is_removed_after_the_command(config: Path) -> None:

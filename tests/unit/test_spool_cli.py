@@ -139,3 +139,18 @@ def test_drain_reports_rows_it_could_not_take(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "replayed 1 job(s)" in result.stdout and "1 left" in result.stdout
     assert "another process is draining them" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "status"])
+def test_read_only_commands_never_replay_the_spool(tmp_path: Path, command: str) -> None:
+    config = write_config(tmp_path, filesystem(tmp_path))
+    spooled(tmp_path, 3)
+    result = CliRunner(env={"QUEUEBRIDGE_CONFIG": None}).invoke(
+        cli, ["--config", str(config), command]
+    )
+    assert result.exit_code in (0, 1), result.output
+    spool = Spool(tmp_path / "spool.sqlite3")
+    try:
+        assert spool.count() == 3, f"`{command}` replayed spooled jobs"
+    finally:
+        spool.close()
