@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from queuebridge.envelope import Envelope
-from queuebridge.errors import BackendError, ConfigError, QueueBridgeError
+from queuebridge.errors import BackendError, ConfigError, LeaseLost, QueueBridgeError
 from queuebridge.redact import redact_text, redact_url
 
-__all__ = ["Backend", "BackendSettings", "Capabilities", "Delivery"]
+__all__ = ["Backend", "BackendSettings", "Capabilities", "Delivery", "lost_leases"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +187,21 @@ class Backend(ABC):
         with self._translating("ack"):
             self._ack(delivery)
 
+    def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """The jobs finished: remove them all for good. The fast path for workers:
+        adapters ack a batch in one round trip.
+
+        Every delivery is attempted. Raises ``LeaseLost`` when some of them were no
+        longer leased (acked already, or recovered after their lease expired) *after*
+        acking all the others. Raises ``BackendUnavailable`` (or another
+        ``BackendError``) when the broker failed: then any subset may have been acked,
+        and the rest stay leased until ``recover`` returns them. Empty: a no-op.
+        """
+        if not deliveries:
+            return
+        with self._translating("ack_many"):
+            self._ack_many(deliveries)
+
     def retry(self, delivery: Delivery, envelope: Envelope) -> None:
         """Put ``envelope`` (the next attempt, same id) back on this broker, due at its
         ``not_before``, and release ``delivery``."""
@@ -262,6 +277,22 @@ class Backend(ABC):
     @abstractmethod
     def _ack(self, delivery: Delivery) -> None: ...
 
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Default: one ``_ack`` per delivery. Override to ack a batch in one round trip.
+
+        A lost lease does not stop the batch (the others are still ours to ack); any
+        other error does, because a failing broker would make every further ack wait
+        for its timeout.
+        """
+        lost = []
+        for delivery in deliveries:
+            try:
+                self._ack(delivery)
+            except LeaseLost:
+                lost.append(delivery)
+        if lost:
+            raise lost_leases(self.name, lost, len(deliveries))
+
     @abstractmethod
     def _retry(self, delivery: Delivery, envelope: Envelope) -> None: ...
 
@@ -290,6 +321,15 @@ class Backend(ABC):
 
     def _translating(self, operation: str) -> _Translate:
         return _Translate(self, operation)
+
+
+def lost_leases(backend: str, lost: Sequence[Delivery], total: int) -> LeaseLost:
+    """The ``LeaseLost`` that ``ack_many`` raises for the ``lost`` part of a batch."""
+    ids = ", ".join(delivery.job_id for delivery in lost[:10])
+    more = f" and {len(lost) - 10} more" if len(lost) > 10 else ""
+    return LeaseLost(f"ack_many: {len(lost)} of {total} deliveries no longer leased "
+                     f"(acked already, or recovered after their lease expired): {ids}{more}; "
+                     "the others were acked", backend=backend)
 
 
 class _Translate:

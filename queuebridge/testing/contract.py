@@ -28,7 +28,7 @@ import pytest
 
 from queuebridge.backend import Backend, Delivery
 from queuebridge.envelope import Envelope
-from queuebridge.errors import BackendError, BackendUnavailable
+from queuebridge.errors import BackendError, BackendUnavailable, LeaseLost
 
 __all__ = ["BackendContract", "MakeBackend"]
 
@@ -139,6 +139,25 @@ class BackendContract:
         for delivery in rest:
             other.ack(delivery)
         assert backend.reserve_many([queue], 5, timeout=0.2) == []
+
+    def test_ack_many_acks_a_batch(self, make_backend: MakeBackend, queue: str) -> None:
+        backend = make_backend(lease_timeout=0.5)
+        backend.send_many([_job(queue, args=(i,)) for i in range(12)])
+        leased: list[Delivery] = []
+        deadline = time.monotonic() + WAIT
+        while len(leased) < 12 and time.monotonic() < deadline:
+            leased.extend(backend.reserve_many([queue], 12 - len(leased), timeout=0.2))
+        assert len(leased) == 12
+        backend.ack_many([])
+        backend.ack(leased[0])
+        # A stale delivery (acked already) in the batch: LeaseLost, the rest acked anyway.
+        with pytest.raises(LeaseLost):
+            backend.ack_many(leased)
+        assert backend.depth(queue) == 0
+        time.sleep(0.6)  # past lease_timeout: a lease the batch left behind is recovered
+        backend.recover()
+        assert backend.reserve_many([queue], 12, timeout=0.3) == [], "an acked job came back"
+        assert backend.depth(queue) == 0
 
     def test_send_many_of_nothing_is_a_no_op(self, backend: Backend, queue: str) -> None:
         backend.send_many([])
