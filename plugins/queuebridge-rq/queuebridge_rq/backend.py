@@ -11,7 +11,7 @@ acked                     RQ's FinishedJobRegistry for ``result_ttl`` seconds
 dead-lettered             RQ's FailedJobRegistry, reason in ``exc_info``
 ========================  ==============================================
 
-Every transition is one Lua script (atomic), a batch lease included; a send is one
+Every transition is one Lua script (atomic), a batch lease and a batch ack included; a send is one
 MULTI/EXEC pipeline.
 """
 
@@ -31,7 +31,7 @@ from rq.job import Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from queuebridge.backend import Backend, BackendSettings, Capabilities, Delivery
+from queuebridge.backend import Backend, BackendSettings, Capabilities, Delivery, lost_leases
 from queuebridge.envelope import Envelope
 from queuebridge.errors import EnvelopeError, LeaseLost
 from queuebridge_rq import scripts
@@ -192,13 +192,24 @@ class RQBackend(Backend):
                          backend=self.name)
 
     def _ack(self, delivery: Delivery) -> None:
-        keys, member, job_id = self._lease_args(delivery)
+        self._ack_many((delivery,))
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """One script call for the whole batch; lost leases are reported after it."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for delivery in deliveries:
+            queue_keys, member, job_id = self._lease_args(delivery)
+            keys += [queue_keys.leases, queue_keys.started, queue_keys.finished, job_key(job_id)]
+            args += [member, job_id]
         now = time.time()
         ttl = self.options.result_ttl
-        done = self._run("ACK", [keys.leases, keys.started, keys.finished, job_key(job_id)],
-                         [member, job_id, rq_timestamp(now), ttl, repr(now + max(ttl, 0))])
-        if not done:
-            raise self._lost(delivery, "ack")
+        acked = self._run("ACK", keys, [rq_timestamp(now), ttl, repr(now + max(ttl, 0)), *args])
+        lost = [delivery for delivery, done in zip(deliveries, acked, strict=True) if not done]
+        if len(deliveries) == 1 and lost:
+            raise self._lost(lost[0], "ack")
+        if lost:
+            raise lost_leases(self.name, lost, len(deliveries))
 
     def _retry(self, delivery: Delivery, envelope: Envelope) -> None:
         keys, member, _ = self._lease_args(delivery)

@@ -80,19 +80,31 @@ local function keep(key, registry, id, ttl, score)
 end
 """
 
-# KEYS: leases, started, finished, job hash. ARGV: member, id, stamp, result_ttl, score.
+# KEYS: groups of four per delivery: leases, started, finished, job hash.
+# ARGV: stamp, result_ttl, score, then member and id per delivery.
+# Acks a batch (a single ack is a batch of one). Returns 1 (acked) or 0 (no longer
+# leased) per delivery, in order; a lost lease does not stop the others.
 ACK: Final = _KEEP + """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-local ttl = tonumber(ARGV[4])
-if ttl == 0 then
-  redis.call('DEL', KEYS[4])
-  return 1
+local stamp, ttl, score = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for i = 0, #KEYS / 4 - 1 do
+  local leases, started, finished, key = KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3],
+    KEYS[i * 4 + 4]
+  local member, id = ARGV[i * 2 + 4], ARGV[i * 2 + 5]
+  if redis.call('ZREM', leases, member) == 0 then
+    out[i + 1] = 0
+  else
+    redis.call('ZREM', started, member)
+    if ttl == 0 then
+      redis.call('DEL', key)
+    elseif redis.call('EXISTS', key) == 1 then
+      redis.call('HSET', key, 'status', 'finished', 'ended_at', stamp)
+      keep(key, finished, id, ttl, score)
+    end
+    out[i + 1] = 1
+  end
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then return 1 end
-redis.call('HSET', KEYS[4], 'status', 'finished', 'ended_at', ARGV[3])
-keep(KEYS[4], KEYS[3], ARGV[2], ttl, ARGV[5])
-return 1
+return out
 """
 
 # KEYS: leases, started, queue, scheduled, job hash.
