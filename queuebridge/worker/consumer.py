@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from queuebridge.backend import Backend, Delivery
 from queuebridge.envelope import Envelope
 from queuebridge.errors import BackendError
+from queuebridge.worker.acks import Acker
 from queuebridge.worker.backoff import Reconnect
 from queuebridge.worker.guard import DedupGuard
 from queuebridge.worker.options import WorkerOptions
@@ -41,6 +42,12 @@ class Shared:
     runnable: Callable[[Envelope], bool]
     """Whether the worker would run this envelope now (so its attempt is claimed)."""
 
+    def release(self, job: Job) -> None:
+        """The worker is finished with ``job`` (outcome reported, or abandoned): it
+        leaves the tracker and its pool slot is free."""
+        self.tracker.done(job)
+        self.slots.release()
+
 
 class Consumer:
     """Leases from one backend into the shared pool. Never dies of a broker error."""
@@ -58,6 +65,8 @@ class Consumer:
         self.down_since: float | None = None
         self.polls_ok = 0
         self._on_overrun = on_overrun
+        self.acker = Acker(backend, shared.release)
+        """Acks this backend's finished jobs in batches (one ``ack_many`` each)."""
         self._reconnect = Reconnect(shared.options.reconnect_backoff,
                                     shared.options.reconnect_backoff_max)
         self._pause_until = 0.0
@@ -80,7 +89,8 @@ class Consumer:
                              self.backend.settings.lease_timeout / 2))
 
     def start(self) -> None:
-        """Start the consumer thread."""
+        """Start the consumer and acker threads."""
+        self.acker.start()
         self.thread.start()
 
     def pause_until(self, when: float) -> None:

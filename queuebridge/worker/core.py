@@ -115,8 +115,10 @@ class Worker:
         heartbeat = self._heartbeat(state)
         restore = self._install_signals()
         try:
-            for thread in [*pool, *(consumer.thread for consumer in consumers)]:
+            for thread in pool:
                 thread.start()
+            for consumer in consumers:
+                consumer.start()
             if heartbeat is not None:
                 heartbeat.start()
             log.info("worker %s: consuming %s from %s with %d %s", self.name,
@@ -126,6 +128,8 @@ class Worker:
             self._wait_quiet(consumers)
             self._drain(guard)
         finally:
+            # Before exiting (burst end, stop, or an error): every finished job is acked.
+            self._close_ackers(consumers)
             self._shutdown(shared, consumers, pool)
             if heartbeat is not None:
                 heartbeat.stop(self.name)
@@ -197,6 +201,10 @@ class Worker:
                             "when its lease expires", self.name, job.delivery.job_id, exc)
         if jobs:
             log.warning("worker %s: handed back %d unfinished job(s)", self.name, len(jobs))
+
+    def _close_ackers(self, consumers: list[Consumer]) -> None:
+        for consumer in consumers:
+            consumer.acker.close(consumer.backend.settings.timeout + 1.0)
 
     def _shutdown(self, shared: Shared, consumers: list[Consumer],
                   pool: list[threading.Thread]) -> None:

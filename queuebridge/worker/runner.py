@@ -40,7 +40,7 @@ class Runner:
         self.options = shared.options
         self.counters = counters
         self.tracker = shared.tracker
-        self.slots = shared.slots
+        self.release = shared.release
         self.guard = shared.guard
         self.checkpoints: CheckpointAccess | None = shared.guard.checkpoints
         self.processes = processes
@@ -51,15 +51,16 @@ class Runner:
         return not env.is_delayed and env.task in self.bridge.registry
 
     def handle(self, job: Job) -> None:
-        """Process ``job`` end to end, then free its pool slot."""
+        """Process ``job`` end to end, then free its pool slot (or let the acker free it
+        once the job's ack was made)."""
         try:
             self._handle(job)
         except Exception:
             log.exception("worker: unexpected error handling job %s; its lease is left to "
                           "be recovered", job.delivery.job_id)
         finally:
-            self.tracker.done(job)
-            self.slots.release()
+            if not job.ack_pending:
+                self.release(job)
 
     def _handle(self, job: Job) -> None:
         delivery = job.delivery
@@ -109,8 +110,10 @@ class Runner:
         if not self.tracker.settle(job):
             return  # the worker stopped and already handed the lease back
         if error is None:
-            self._succeed(job, env, duration)
+            # Done before the ack is handed off: once acked, the job may be the last one
+            # a stopping worker waits for, and the state store is closed right after.
             self.guard.finish(env, succeeded=True, clear_checkpoint=use is not None and use.used)
+            self._succeed(job, env, duration)
         elif self._fail(job, task, env, error):
             self.guard.finish(env, succeeded=False)
         else:
@@ -131,13 +134,15 @@ class Runner:
     # -- outcomes --------------------------------------------------------------------
 
     def _succeed(self, job: Job, env: Envelope, duration: float) -> None:
-        try:
-            job.backend.ack(job.delivery)
-        except BackendError as exc:
-            log.warning("worker: job %s ran but its ack failed (%s); the lease is left to be "
-                        "recovered", env.id, exc)
         self.counters.add("succeeded")
         self.bridge.plugins.job_succeeded(env, job.backend.name, duration)
+        self._ack_later(job)
+
+    def _ack_later(self, job: Job) -> None:
+        """Hand the ack to the consumer's acker (batched). The pool is done with the job:
+        this must be the last thing done for it."""
+        job.ack_pending = True
+        job.consumer.acker.submit(job)
 
     def _fail(self, job: Job, task: Task[Any, Any], env: Envelope, error: BaseException
               ) -> bool:
@@ -156,14 +161,11 @@ class Runner:
     def _duplicate(self, job: Job, env: Envelope) -> None:
         if not self.tracker.settle(job):
             return
-        try:
-            job.backend.ack(job.delivery)
-        except BackendError as exc:
-            log.warning("worker: could not ack duplicate of job %s: %s", env.id, exc)
         self.counters.add("duplicates")
-        log.info("worker: job %s attempt %d already done; acked the duplicate from %r",
+        log.info("worker: job %s attempt %d already done; acking the duplicate from %r",
                  env.id, env.attempt, job.backend.name)
         self.bridge.plugins.job_duplicate(env, job.backend.name)
+        self._ack_later(job)
 
     def _retry(self, job: Job, task: Task[Any, Any], env: Envelope, summary: str) -> bool:
         base, cap = task.retry_backoff, task.retry_backoff_max

@@ -32,6 +32,8 @@ class Job:
     leased_at: float = field(default_factory=time.monotonic)
     claim: Claim | None = None
     """The dedup answer, when the consumer claimed the attempt with its batch."""
+    ack_pending: bool = False
+    """Handed to its consumer's acker, which frees the job's slot once it acked it."""
 
 
 class Slots:

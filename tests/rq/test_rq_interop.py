@@ -162,3 +162,28 @@ def test_a_batch_lease_drains_queues_in_priority_order_and_shows_in_rq(
     for delivery in leased[:-1]:
         backend.ack(delivery)
     assert backend.reserve_many([urgent, normal], 10, timeout=0) == []
+
+
+@pytest.mark.parametrize("result_ttl", [500, 0])
+def test_ack_many_finishes_a_batch_the_way_ack_does(
+    redis_server: RedisServer, make_rq: MakeRQ, queue: str, result_ttl: int
+) -> None:
+    backend = make_rq(redis_server.url, options={"result_ttl": result_ttl})
+    other = f"{queue}-other"
+    sent = [Envelope.create("t", (i,), queue=queue if i % 2 else other) for i in range(6)]
+    backend.send_many(sent)
+    leased = backend.reserve_many([queue, other], 10, timeout=5)
+    assert len(leased) == 6
+    backend.ack_many(leased)
+    for name in (queue, other):
+        assert StartedJobRegistry(name, connection=backend.client).get_job_ids() == []
+        assert backend.client.zcard(QueueKeys.for_queue(name).leases) == 0
+        finished = FinishedJobRegistry(name, connection=backend.client).get_job_ids()
+        expected = {env.id for env in sent if env.queue == name} if result_ttl else set()
+        assert set(finished) == expected
+    for env in sent:
+        if result_ttl:
+            assert backend.job_status(env.id) == "finished"
+            assert 0 < backend.client.ttl(f"rq:job:{env.id}") <= result_ttl
+        else:
+            assert backend.job_status(env.id) is None, "result_ttl = 0 deletes the hash"
