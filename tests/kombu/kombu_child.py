@@ -1,7 +1,9 @@
 """Child process for the SIGKILL and sharing tests (run with ``python kombu_child.py``).
 
 ``block URL QUEUE``   lease one job, print ``leased <id>``, then hang until killed.
-``drain URL QUEUE``   run jobs until the queue stays empty; print ``ran <id>`` for each.
+``drain URL QUEUE``   print ``ready``, wait for a line on stdin (so that several children
+                      start together), then run jobs until the queue stays empty; print
+                      ``ran <id>`` for each.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def main(mode: str, url: str, queue: str) -> None:
         print(f"leased {delivery.job_id}", flush=True)
         time.sleep(60)  # mid-job: the parent SIGKILLs us here
         return
+    print("ready", flush=True)
+    sys.stdin.readline()
     while (delivery := backend.reserve([queue], timeout=1.0)) is not None:
         print(f"ran {delivery.job_id}", flush=True)
         backend.ack(delivery)

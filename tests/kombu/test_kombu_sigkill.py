@@ -28,6 +28,7 @@ DEADLINE = 20.0
 def _spawn(mode: str, url: str, queue: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return subprocess.Popen([sys.executable, CHILD, mode, url, queue],
+                            stdin=subprocess.PIPE if mode == "drain" else None,
                             stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -112,6 +113,12 @@ def test_two_processes_share_a_filesystem_broker_without_duplicates(
     jobs = [Envelope.create("tests.noop", (i,), queue=queue) for i in range(300)]
     _backend(url).send_many(jobs)
     children = [_spawn("drain", url, queue) for _ in range(2)]
+    for child in children:  # both imported and built: release them together
+        assert _first_line(child, DEADLINE) == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
     outputs = [child.communicate(timeout=60)[0] for child in children]
     ran = [line.split()[1] for out in outputs for line in out.splitlines()]
     assert sorted(ran) == sorted(job.id for job in jobs), "a job ran twice or never"
