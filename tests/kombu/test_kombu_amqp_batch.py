@@ -139,3 +139,17 @@ def test_early_deliveries_in_a_batch_are_delayed_again(make: MakeAMQP) -> None:
         assert time.time() >= delivery.envelope.not_before - 0.01 > start
     for delivery in leased:
         backend.ack(delivery)
+
+
+def test_ack_many_while_the_consumer_waits_reaches_the_broker(make: MakeAMQP) -> None:
+    backend = make()
+    queue, empty = _queue(), _queue("empty")
+    backend.send_many(_jobs(queue, 20))
+    leased = _lease_all(backend, [queue], 20, expected=20)
+    waiting = threading.Thread(target=backend.reserve_many, args=([empty], 4, 0.5))
+    waiting.start()
+    time.sleep(0.1)  # the consumer thread now holds the link, waiting for deliveries
+    backend.ack_many(leased)
+    waiting.join(5)
+    backend.close()
+    assert make().reserve([queue], timeout=0.5) is None, "an acked job was redelivered"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 
-from queuebridge.backend import BackendSettings, Capabilities, Delivery
+from queuebridge.backend import BackendSettings, Capabilities, Delivery, lost_leases
 from queuebridge.envelope import Envelope
 from queuebridge.errors import EnvelopeError, LeaseLost, QueueBridgeError
 from queuebridge_kombu.base import KombuBackend
@@ -164,6 +164,12 @@ class AMQPBackend(KombuBackend):
 
     def _ack(self, delivery: Delivery) -> None:
         self._settle(delivery)
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        held = self._consumer.settle_many([delivery.receipt for delivery in deliveries])
+        lost = [d for d, ok in zip(deliveries, held, strict=True) if not ok]
+        if lost:
+            raise lost_leases(self.name, lost, len(deliveries))
 
     def _retry(self, delivery: Delivery, envelope: Envelope) -> None:
         self._held(delivery)

@@ -204,18 +204,21 @@ class Consumer:
 
     def settle(self, receipt: Receipt) -> bool:
         """Ack one leased delivery; False if it is no longer leased (connection lost,
-        or given back by :meth:`recover`).
+        or given back by :meth:`recover`). See :meth:`settle_many`."""
+        return self.settle_many((receipt,))[0]
 
-        Never waits for a thread that holds the link: the ack is queued and written
+    def settle_many(self, receipts: Sequence[Receipt]) -> list[bool]:
+        """Ack leased deliveries; for each, False if it was no longer leased.
+
+        Never waits for a thread that holds the link: the acks are queued and written
         by the lock holder before it lets go. If the connection dies before that,
-        RabbitMQ redelivers the job (at least once, as with any unconfirmed ack).
+        RabbitMQ redelivers the jobs (at least once, as with any unconfirmed ack).
         """
         # dict.pop is atomic: of a racing settle and recover, exactly one wins.
-        if self.leases.pop(receipt, None) is None:
-            return False
-        self._acks.append(receipt)
+        held = [self.leases.pop(receipt, None) is not None for receipt in receipts]
+        self._acks.extend(receipt for receipt, ok in zip(receipts, held, strict=True) if ok)
         self._flush_if_free()
-        return True
+        return held
 
     def _flush(self, channel: Any) -> None:
         generation = self.link.generation

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from queuebridge.backend import BackendSettings, Capabilities, Delivery
+from queuebridge.backend import BackendSettings, Capabilities, Delivery, lost_leases
 from queuebridge.envelope import Envelope, validate_queue_name
 from queuebridge.errors import BackendUnavailable, EnvelopeError, LeaseLost
 from queuebridge.redact import redact_text
@@ -177,10 +177,21 @@ class FilesystemBackend(KombuBackend):
     def _ack(self, delivery: Delivery) -> None:
         path = self._release(delivery)
         with self._disk("ack"):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                raise self._lost(delivery) from None
+            if not _unlinked(path):
+                raise self._lost(delivery)
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        paths = [self._release(delivery) for delivery in deliveries]
+        with self._disk("ack_many"):
+            if len(paths) >= _PARALLEL_FROM:
+                # Unlinking an fsync'd file waits on the journal (~0.1 ms on ext4);
+                # in parallel those waits overlap.
+                gone = list(self._writers().map(_unlinked, paths))
+            else:
+                gone = [_unlinked(path) for path in paths]
+        lost = [d for d, ok in zip(deliveries, gone, strict=True) if not ok]
+        if lost:
+            raise lost_leases(self.name, lost, len(deliveries))
 
     def _lost(self, delivery: Delivery) -> LeaseLost:
         return LeaseLost(
@@ -294,3 +305,12 @@ class FilesystemBackend(KombuBackend):
                     os.rename(path, path.parent.parent / "ready" / renamed(path.name))
                 except FileNotFoundError:
                     continue
+
+
+def _unlinked(path: str) -> bool:
+    """Delete a leased file; False if it was gone (acked already, or recovered)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
