@@ -41,6 +41,9 @@ class Capabilities:
     """Return values are kept and readable by job id."""
     batch_send: bool = False
     """``send_many`` is a real batch (one round trip), not a loop."""
+    batch_ack: bool = False
+    """``ack_many`` is a real batch (one round trip), not a loop: workers then ack from
+    one thread in batches; otherwise each pool thread acks its own job."""
     shared_between_hosts: bool = True
     """False for brokers that live on the local disk (the filesystem transport)."""
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from queuebridge.backend import Backend, BackendSettings, Capabilities, Delivery
+from queuebridge.backend import Backend, BackendSettings, Capabilities, Delivery, lost_leases
 from queuebridge.envelope import Envelope
 from queuebridge.errors import BackendUnavailable, EnvelopeError, LeaseLost
 from queuebridge.hookspecs import BackendRegistrar, hookimpl
@@ -52,7 +52,7 @@ class MemoryBackend(Backend):
     """Jobs in a dict of deques, guarded by one condition variable."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        delayed=True, batch_send=True, shared_between_hosts=False
+        delayed=True, batch_send=True, batch_ack=True, shared_between_hosts=False
     )
     default_url: ClassVar[str] = "memory://"
 
@@ -169,6 +169,13 @@ class MemoryBackend(Backend):
         with self._cond:
             self._check()
             self._release(delivery)
+
+    def _ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        with self._cond:
+            self._check()
+            lost = [d for d in deliveries if self._leases.pop(d.receipt, None) is None]
+        if lost:
+            raise lost_leases(self.name, lost, len(deliveries))
 
     def _retry(self, delivery: Delivery, envelope: Envelope) -> None:
         with self._cond:

@@ -9,6 +9,11 @@ over as many jobs as finished during it.
 A job stays in flight (its pool slot taken, counted by the tracker) until its ack
 was attempted, so bounded prefetch still holds on the broker — never more than
 ``concurrency`` leases unacked — and a stop or a burst end waits for pending acks.
+
+Only backends declaring ``Capabilities.batch_ack`` are acked this way. For the others
+``ack_many`` is a loop of single acks, and one thread looping over them would only
+serialise what the pool threads do in parallel (the filesystem broker's unlinks): the
+pool thread that ran the job acks it at once.
 """
 
 from __future__ import annotations
@@ -43,18 +48,20 @@ class Acker:
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[Job] = []
         self._closing = False
+        self._batching = backend.capabilities.batch_ack
         self.thread = threading.Thread(target=self._run, name=f"qb-acker-{backend.name}",
                                        daemon=True)
 
     def start(self) -> None:
-        """Start the acker thread."""
-        self.thread.start()
+        """Start the acker thread (none for a backend without batch acks)."""
+        if self._batching:
+            self.thread.start()
 
     def submit(self, job: Job) -> None:
-        """Ack ``job`` soon. After :meth:`close` (a pool thread finishing late) the ack
-        is made at once, in the caller's thread."""
+        """Ack ``job`` soon. Without batch acks, or after :meth:`close` (a pool thread
+        finishing late), the ack is made at once, in the caller's thread."""
         with self._cond:
-            if not self._closing:
+            if self._batching and not self._closing:
                 self._pending.append(job)
                 self._cond.notify()
                 return

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -105,6 +106,22 @@ def test_an_ack_after_close_is_made_at_once(backend: Recording) -> None:
     [job] = lease(backend, 1)
     acker.submit(job)  # a pool thread finishing after the worker stopped
     assert finished == [job] and leased(backend) == 0
+
+
+def test_without_batch_acks_the_pool_thread_acks_at_once() -> None:
+    class Looping(Recording):
+        capabilities = replace(Recording.capabilities, batch_ack=False)
+
+    backend = Looping(BackendSettings(name="loop", type="memory"))
+    finished: list[Job] = []
+    acker = Acker(backend, finished.append)
+    acker.start()
+    [job] = lease(backend, 1)
+    acker.submit(job)
+    assert finished == [job] and leased(backend) == 0
+    assert not acker.thread.is_alive(), "no acker thread for a backend that loops"
+    acker.close(1.0)
+    backend.close()
 
 
 def test_a_lost_lease_in_a_batch_is_logged(backend: Recording,

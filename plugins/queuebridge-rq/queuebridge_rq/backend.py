@@ -58,7 +58,7 @@ class RQBackend(Backend):
     """A Redis server (or Sentinel-managed master) holding RQ-native jobs."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        delayed=True, results=True, batch_send=True
+        delayed=True, results=True, batch_send=True, batch_ack=True
     )
     option_keys: ClassVar[frozenset[str]] = OPTION_KEYS
     default_url: ClassVar[str] = DEFAULT_URL
