@@ -53,7 +53,9 @@ def test_sigterm_mid_job_finishes_it_and_exits_0(app: App) -> None:
     wait_until(lambda: app.marks("t.started.*"), timeout=20, message="t started")
     listed = listed_workers(app)
     assert [(w["pid"], w["alive"]) for w in listed] == [(worker.pid, True)]
-    assert listed[0]["current_jobs"] == [ref.id]
+    # One snapshot can predate the job by up to a heartbeat interval: wait for the next.
+    wait_until(lambda: listed_workers(app)[0]["current_jobs"] == [ref.id], timeout=10,
+               message="the heartbeat lists the running job")
 
     worker.send_signal(signal.SIGTERM)
     wait_until(lambda: "finishing in-flight jobs" in app.log(worker), timeout=10,
