@@ -17,6 +17,7 @@ checks them against a real broker):
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from queuebridge.envelope import Envelope
-from queuebridge.errors import BackendError, ConfigError, LeaseLost, QueueBridgeError
+from queuebridge.errors import (
+    BackendError,
+    ConfigError,
+    LeaseLost,
+    QueueBridgeError,
+    SerializationError,
+)
 from queuebridge.redact import redact_text, redact_url
 
 __all__ = ["Backend", "BackendSettings", "Capabilities", "Delivery", "lost_leases"]
@@ -246,6 +253,40 @@ class Backend(ABC):
         with self._translating("dead_letters"):
             return self._dead_letters(queue, limit)
 
+    # -- results (backends declaring ``capabilities.results``) -------------------------
+
+    def store_result(self, envelope: Envelope, value: Any) -> None:
+        """Keep the JSON return value of a job that succeeded, readable by its id.
+
+        A no-op on backends without ``capabilities.results``. Raises
+        ``SerializationError`` when ``value`` is not JSON, ``BackendUnavailable``.
+        """
+        if not self.capabilities.results:
+            return
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"job {envelope.id}: return value of {envelope.task!r} is not JSON: {exc}"
+            ) from exc
+        with self._translating("store_result"):
+            self._store_result(envelope, value)
+
+    def job_status(self, job_id: str) -> str | None:
+        """The broker's status of ``job_id`` (``queued``, ``started``, ``finished``,
+        ``failed`` ...), or ``None`` when unknown here (or results are not supported)."""
+        if not self.capabilities.results:
+            return None
+        with self._translating("job_status"):
+            return self._job_status(job_id)
+
+    def job_result(self, job_id: str) -> Any:
+        """The stored return value of ``job_id``, or ``None``."""
+        if not self.capabilities.results:
+            return None
+        with self._translating("job_result"):
+            return self._job_result(job_id)
+
     def close(self) -> None:
         """Release connections. Idempotent."""
         if self._closed:
@@ -319,6 +360,15 @@ class Backend(ABC):
 
     @abstractmethod
     def _close(self) -> None: ...
+
+    def _store_result(self, envelope: Envelope, value: Any) -> None:
+        """Results-capable backends override the three result steps."""
+
+    def _job_status(self, job_id: str) -> str | None:
+        return None
+
+    def _job_result(self, job_id: str) -> Any:
+        return None
 
     # -- helpers -------------------------------------------------------------------
 

@@ -195,6 +195,35 @@ class Bridge(_Enqueuer):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    # -- results ---------------------------------------------------------------------
+
+    def job_status(self, job: JobRef | str) -> str | None:
+        """Where a job stands (``queued``, ``started``, ``finished``, ``failed`` ...) on a
+        backend that keeps results (``capabilities.results``); ``None`` when none knows
+        it. Raises ``BackendUnavailable``."""
+        for backend in self._result_backends(job):
+            status = backend.job_status(job if isinstance(job, str) else job.id)
+            if status is not None:
+                return status
+        return None
+
+    def job_result(self, job: JobRef | str) -> Any:
+        """The JSON return value of a finished job, where a backend keeps results
+        (``capabilities.results``); ``None`` otherwise. Raises ``BackendUnavailable``."""
+        for backend in self._result_backends(job):
+            value = backend.job_result(job if isinstance(job, str) else job.id)
+            if value is not None:
+                return value
+        return None
+
+    def _result_backends(self, job: JobRef | str) -> list[Backend]:
+        """Backends keeping results, the one that accepted ``job`` first (a retry may
+        have moved it to another)."""
+        first = None if isinstance(job, str) else self.backends.get(job.backend)
+        ordered = [first] if first is not None else []
+        ordered += [b for b in self.backends.values() if b is not first]
+        return [backend for backend in ordered if backend.capabilities.results]
+
     def close(self) -> None:
         """Stop the router's monitor, close every backend, then deliver pending webhook
         notifications (waiting at most about one webhook timeout). Idempotent."""

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from queuebridge.backend import Backend, BackendSettings, Capabilities, Delivery, lost_leases
 from queuebridge.envelope import Envelope
@@ -44,6 +44,7 @@ class _State:
         self.delayed: list[tuple[float, int, str, bytes]] = []
         self.leases: dict[int, _Lease] = {}
         self.dead: dict[str, list[tuple[bytes, str]]] = {}
+        self.results: dict[str, Any] = {}
         self.tags = itertools.count(1)
         self.fault: str | None = None
 
@@ -52,7 +53,7 @@ class MemoryBackend(Backend):
     """Jobs in a dict of deques, guarded by one condition variable."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(
-        delayed=True, batch_send=True, batch_ack=True, shared_between_hosts=False
+        delayed=True, results=True, batch_send=True, batch_ack=True, shared_between_hosts=False
     )
     default_url: ClassVar[str] = "memory://"
 
@@ -240,6 +241,22 @@ class MemoryBackend(Backend):
                 lease = self._leases.pop(tag)
                 self._ready.setdefault(lease.queue, deque()).appendleft(lease.raw)
             self._cond.notify_all()
+
+
+    def _store_result(self, envelope: Envelope, value: Any) -> None:
+        with self._cond:
+            self._check()
+            self._state.results[envelope.id] = value
+
+    def _job_result(self, job_id: str) -> Any:
+        with self._cond:
+            self._check()
+            return self._state.results.get(job_id)
+
+    def _job_status(self, job_id: str) -> str | None:
+        with self._cond:
+            self._check()
+            return "finished" if job_id in self._state.results else None
 
 
 @hookimpl

@@ -144,8 +144,9 @@ class ProcessPool:
         return self._spawn()  # it imports the app while the job is being reported
 
     def invoke(self, task: Task[Any, Any], env: Envelope, ctx: JobContext
-               ) -> BaseException | None:
-        """Run ``task`` in a child; return what it raised (or why it died), or ``None``."""
+               ) -> tuple[BaseException | None, Any]:
+        """Run ``task`` in a child; return what it raised (or why it died), or ``None``,
+        and its JSON return value."""
         child = self._idle.get()
         request = {"task": task.name, "args": list(env.args), "kwargs": dict(env.kwargs),
                    "ctx": {name: getattr(ctx, name) for name in _CONTEXT_FIELDS}}
@@ -156,18 +157,18 @@ class ProcessPool:
                 log.warning("worker: job %s (%s) passed its hard timeout of %g s; killing "
                             "child %s", env.id, task.name, task.timeout, child.process.pid)
                 child = self._replace(child)
-                return JobTimeout(f"hard timeout after {task.timeout:g} s")
+                return JobTimeout(f"hard timeout after {task.timeout:g} s"), None
         except QueueBridgeError as exc:  # died mid-job, or a replacement failed to start
             log.warning("worker: %s; starting another child", exc)
             child = self._replace(child)
-            return exc
+            return exc, None
         finally:
             self._idle.put(child)
         if reply.get("checkpoints") and isinstance(ctx.checkpoints, CheckpointUse):
             ctx.checkpoints.used = True
         if reply["ok"]:
-            return None
-        return RemoteError(reply["type"], reply["message"], reply["traceback"])
+            return None, reply.get("result")
+        return RemoteError(reply["type"], reply["message"], reply["traceback"]), None
 
     def close(self, timeout: float) -> None:
         """Stop every child: idle ones exit at once, busy ones are killed after

@@ -102,7 +102,7 @@ class Runner:
         self.bridge.plugins.job_started(env, job.backend.name)
         self.counters.add("processed")
         start = time.perf_counter()
-        error = self.invoke(task, env, ctx)
+        error, value = self.invoke(task, env, ctx)
         duration = time.perf_counter() - start
         if error is None and job.deadline is not None and time.time() > job.deadline:
             error = JobTimeout(f"task {env.task!r} took {duration:.1f} s, past its "
@@ -113,23 +113,34 @@ class Runner:
             # Done before the ack is handed off: once acked, the job may be the last one
             # a stopping worker waits for, and the state store is closed right after.
             self.guard.finish(env, succeeded=True, clear_checkpoint=use is not None and use.used)
+            self._keep_result(job, env, value)
             self._succeed(job, env, duration)
         elif self._fail(job, task, env, error):
             self.guard.finish(env, succeeded=False)
         else:
             self.guard.release(env)
 
-    def invoke(self, task: Task[Any, Any], env: Envelope, ctx: JobContext) -> BaseException | None:
-        """Call the task (in this thread, or a child process); return what it raised,
-        or ``None``."""
+    def invoke(self, task: Task[Any, Any], env: Envelope, ctx: JobContext
+               ) -> tuple[BaseException | None, Any]:
+        """Call the task (in this thread, or a child process); return what it raised
+        (or ``None``) and what it returned."""
         if self.processes is not None:
             return self.processes.invoke(task, env, ctx)
         try:
             with job_context(ctx):
-                task.func(*env.args, **env.kwargs)
+                value = task.func(*env.args, **env.kwargs)
         except BaseException as exc:  # noqa: BLE001 - even SystemExit from a task is a failed attempt
-            return exc
-        return None
+            return exc, None
+        return None, value
+
+    def _keep_result(self, job: Job, env: Envelope, value: Any) -> None:
+        """Store a return value where the backend keeps results; never fails the job."""
+        if value is None or not job.backend.capabilities.results:
+            return
+        try:
+            job.backend.store_result(env, value)
+        except QueueBridgeError as exc:
+            log.warning("worker: job %s succeeded but its result was not kept: %s", env.id, exc)
 
     # -- outcomes --------------------------------------------------------------------
 

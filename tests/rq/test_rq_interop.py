@@ -17,7 +17,7 @@ from rq.registry import (
 )
 from rq.serializers import JSONSerializer
 
-from queuebridge import Envelope
+from queuebridge import Envelope, SerializationError
 from queuebridge.plugins import PluginManager
 from tests.helpers import wait_until
 from tests.rq.servers import MakeRQ, RedisServer
@@ -114,11 +114,13 @@ def test_results_are_readable_through_rq(backend: RQBackend, queue: str) -> None
     sent = Envelope.create("app.tasks.add", (1, 2), queue=queue)
     backend.send(sent)
     assert backend.job_result(sent.id) is None
-    backend.store_result(sent.id, {"sum": 3})
+    backend.store_result(sent, {"sum": 3})
     assert backend.job_result(sent.id) == {"sum": 3}
     job = Job.fetch(sent.id, connection=backend.client, serializer=JSONSerializer)
     assert job.return_value() == {"sum": 3}
     assert backend.job_status("never-sent") is None
+    with pytest.raises(SerializationError, match=sent.id):
+        backend.store_result(sent, {"not json": object()})
 
 
 def test_recovered_job_is_marked_redelivered(redis_server: RedisServer, make_rq: MakeRQ,
@@ -187,3 +189,22 @@ def test_ack_many_finishes_a_batch_the_way_ack_does(
             assert 0 < backend.client.ttl(f"rq:job:{env.id}") <= result_ttl
         else:
             assert backend.job_status(env.id) is None, "result_ttl = 0 deletes the hash"
+
+
+def test_worker_keeps_return_values_in_rq_results(backend: RQBackend, queue: str) -> None:
+    from queuebridge import Bridge
+    from queuebridge.worker import Worker, WorkerOptions
+
+    bridge = Bridge([backend])
+
+    @bridge.task(name="app.tasks.add", queue=queue)
+    def add(a: int, b: int) -> dict[str, int]:
+        return {"sum": a + b}
+
+    ref = add.enqueue(4, 5)
+    options = WorkerOptions(queues=(queue,), burst=True, state=None, poll_timeout=0.1)
+    assert Worker(bridge, options).run() == 0
+    assert bridge.job_result(ref) == {"sum": 9}
+    assert bridge.job_status(ref) == "finished"
+    job = Job.fetch(ref.id, connection=backend.client, serializer=JSONSerializer)
+    assert job.return_value() == {"sum": 9}

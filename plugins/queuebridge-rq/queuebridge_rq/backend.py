@@ -296,28 +296,27 @@ class RQBackend(Backend):
 
     # -- results and status ----------------------------------------------------------
 
-    def job_status(self, job_id: str) -> str | None:
-        """RQ's status of ``job_id`` (``queued``, ``scheduled``, ``started``, ``finished``,
-        ``failed``), or ``None`` when Redis holds no such job (never sent, or expired).
-        Raises ``BackendUnavailable``."""
-        with self._translating("job_status"), translated(self.name, "job_status"):
+    def _job_status(self, job_id: str) -> str | None:
+        """RQ's own status field: ``queued``, ``scheduled``, ``started``, ``finished``,
+        ``failed``; ``None`` when Redis holds no such job (never sent, or expired)."""
+        with translated(self.name, "job_status"):
             status = self.client.hget(job_key(job_id), "status")
         return text(status) if status is not None else None
 
-    def job_result(self, job_id: str) -> Any:
-        """The stored return value of ``job_id`` (see :meth:`store_result`), or ``None``."""
+    def _job_result(self, job_id: str) -> Any:
         job = Job(job_id, connection=self.client, serializer=JSONSerializer)
-        with self._translating("job_result"), translated(self.name, "job_result"):
+        with translated(self.name, "job_result"):
             result = Result.fetch_latest(job, serializer=JSONSerializer)
         if result is None or result.type != Result.Type.SUCCESSFUL:
             return None
         return result.return_value
 
-    def store_result(self, job_id: str, value: Any) -> None:
-        """Record ``value`` as the job's return value in RQ's results stream, kept for
-        ``result_ttl`` seconds; ``job.return_value()`` in RQ reads it."""
-        job = Job(job_id, connection=self.client, serializer=JSONSerializer)
+    def _store_result(self, envelope: Envelope, value: Any) -> None:
+        """RQ's results stream, kept ``result_ttl`` seconds (RQ's ``job.return_value()``
+        reads it); nothing is kept when ``result_ttl`` is 0."""
         ttl = self.options.result_ttl
-        with self._translating("store_result"), translated(self.name, "store_result"):
-            Result.create(job, Result.Type.SUCCESSFUL, ttl if ttl != 0 else None,
-                          return_value=value)
+        if ttl == 0:
+            return
+        job = Job(envelope.id, connection=self.client, serializer=JSONSerializer)
+        with translated(self.name, "store_result"):
+            Result.create(job, Result.Type.SUCCESSFUL, ttl, return_value=value)
