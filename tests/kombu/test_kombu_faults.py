@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from queuebridge.backend import Backend, Delivery
+from queuebridge.drill.faultproxy import FaultProxy
 from queuebridge.envelope import Envelope
 from queuebridge.errors import BackendUnavailable, LeaseLost
 from queuebridge.testing.plugin import free_port
 from tests.kombu.amqp_helpers import amqp_backend
-from tests.kombu.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.usefixtures("rabbitmq"), pytest.mark.slow]
 
@@ -23,7 +23,7 @@ SLACK = 1.0
 
 @pytest.fixture
 def proxy() -> Iterator[FaultProxy]:
-    proxy = FaultProxy(("127.0.0.1", 5672))
+    proxy = FaultProxy("127.0.0.1", 5672)
     yield proxy
     proxy.close()
 
@@ -50,7 +50,7 @@ def _fails_fast(operation: Callable[[], object]) -> float:
 @pytest.mark.parametrize("mode", ["refuse", "reset", "blackhole"])
 def test_fault_fails_fast_then_heals(proxy: FaultProxy, queue: str, mode: str,
                                      backends: list[Backend]) -> None:
-    backend = amqp_backend(f"amqp://guest:guest@{proxy.url_host}//",
+    backend = amqp_backend(f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
                            timeout=TIMEOUT, connect_timeout=TIMEOUT)
     backends.append(backend)
     backend.send(Envelope.create("t", queue=queue))
@@ -97,7 +97,7 @@ def test_quorum_queues_round_trip(queue: str, backends: list[Backend]) -> None:
 
 def test_ack_after_reconnect_is_lease_lost(queue: str, backends: list[Backend],
                                            proxy: FaultProxy) -> None:
-    backend = amqp_backend(f"amqp://guest:guest@{proxy.url_host}//",
+    backend = amqp_backend(f"amqp://guest:guest@127.0.0.1:{proxy.port}//",
                            timeout=TIMEOUT, connect_timeout=TIMEOUT)
     backends.append(backend)
     backend.send(Envelope.create("t", queue=queue))

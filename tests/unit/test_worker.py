@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _wait import wait_until
 from _worker_helpers import FAST, burst, dead, leased, memory, memory_bridge, running
 
 from queuebridge.bridge import Bridge
@@ -16,6 +15,7 @@ from queuebridge.envelope import Envelope
 from queuebridge.errors import ConfigError
 from queuebridge.registry import JobOptions
 from queuebridge.worker import Worker, WorkerOptions
+from tests.helpers import wait_until
 
 
 @pytest.fixture

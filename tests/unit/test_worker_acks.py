@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from _wait import wait_until
 from _worker_helpers import burst, leased, running
 
 from queuebridge.backend import BackendSettings, Delivery
@@ -22,6 +21,7 @@ from queuebridge.envelope import Envelope
 from queuebridge.errors import BackendUnavailable
 from queuebridge.worker.acks import Acker
 from queuebridge.worker.tracking import Job
+from tests.helpers import wait_until
 
 
 class Recording(MemoryBackend):

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _wait import wait_until
 from _worker_helpers import burst, dead, leased, memory, memory_bridge, running
 
 from queuebridge.bridge import Bridge
 from queuebridge.context import current_job
 from queuebridge.heartbeat import list_workers
 from queuebridge.registry import JobOptions
+from tests.helpers import wait_until
 
 
 @pytest.fixture
