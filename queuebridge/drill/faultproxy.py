@@ -120,10 +120,14 @@ class FaultProxy:
         for source, sink in ((client, upstream), (upstream, client)):
             threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
+    def _blackholed(self) -> bool:
+        # A method, not an inline test: the mode changes under the pump between reads.
+        return self._mode == "blackhole"
+
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         source.settimeout(_POLL)
         while not self._stopped.is_set():
-            if self._mode == "blackhole":
+            if self._blackholed():
                 # Hold the bytes in the kernel: neither side hears anything.
                 self._stopped.wait(_POLL)
                 continue
@@ -135,7 +139,7 @@ class FaultProxy:
                 break
             if not data:
                 break
-            if self._mode == "blackhole":
+            if self._blackholed():
                 continue  # read as the hole opened: swallowed (healing resets this stream)
             try:
                 sink.sendall(data)
