@@ -20,12 +20,15 @@ class DrillReport:
     executed: int = 0
     lost: int = 0
     duplicated: int = 0
+    """Job ids that ran more than once (beyond the first run)."""
+    duplicates_skipped: int = 0
+    """Repeat deliveries the worker's dedup caught and acked without running."""
     spooled: int = 0
     enqueue_errors: int = 0
     failover_seconds: float | None = None
     """From the fault to the first job accepted elsewhere."""
     failback_seconds: float | None = None
-    """From the primary's return to the first job accepted by it again."""
+    """From the primary's return to the router's failback to it."""
     worst_enqueue_ms: float = 0.0
     p99_enqueue_ms: float = 0.0
     duration_seconds: float = 0.0
@@ -53,6 +56,7 @@ class DrillReport:
             ("jobs executed", str(self.executed)),
             ("jobs lost", str(self.lost)),
             ("jobs duplicated", str(self.duplicated)),
+            ("duplicates skipped", f"{self.duplicates_skipped} (caught by dedup, not run)"),
             ("enqueue errors", str(self.enqueue_errors)),
             ("jobs spooled", str(self.spooled)),
             ("accepted by", ", ".join(f"{k}={v}" for k, v in sorted(self.by_backend.items()))),

@@ -38,6 +38,8 @@ __all__ = [
 
 Fault = Literal["kill", "pause", "blackhole"]
 QUEUE = "drill"
+FAILBACK_WAIT = 15.0
+"""Seconds to wait, once every job ran, for the router to fail back to the healed primary."""
 TASK = "queuebridge.drill.record"
 
 
@@ -67,6 +69,7 @@ class _Recorder:
         self.runs: Counter[str] = Counter()
         self.events: list[tuple[float, TransitionEvent]] = []
         self.all_ran = threading.Event()
+        self.failed_back = threading.Event()
         self.expected: set[str] = set()
         self.expect_more = True
 
@@ -102,6 +105,7 @@ class _Recorder:
     @hookimpl
     def queuebridge_failback(self, event: Failback) -> None:
         self._event(event)
+        self.failed_back.set()
 
 
 def default_settings(workdir: Path, redis_url: str) -> Settings:
@@ -264,7 +268,9 @@ class _Drill:
     def run(self) -> DrillReport:
         from queuebridge.worker import Worker, WorkerOptions
 
-        worker = Worker(self.bridge, WorkerOptions(queues=(QUEUE,),
+        # Dedup state beside the drill's spool, never in the caller's working directory.
+        state = str(self.bridge.settings.spool.path.parent / "drill-worker.sqlite3")
+        worker = Worker(self.bridge, WorkerOptions(queues=(QUEUE,), state=state,
                                                    concurrency=self.options.concurrency))
         worker_thread = threading.Thread(target=worker.run, name="drill-worker", daemon=True)
         start = time.monotonic()
@@ -273,10 +279,13 @@ class _Drill:
             enqueued = self._produce()
             self.recorder.expect(enqueued)
             self._settle(enqueued)
+            if self.heal_time is not None and not self.recorder.failed_back.wait(FAILBACK_WAIT):
+                self.progress(f"the router did not fail back within {FAILBACK_WAIT:g} s")
         finally:
             worker.stop()
             worker_thread.join(timeout=30)
             self.bridge.close()
+        self.report.duplicates_skipped = worker.stats.duplicates
         self.report.duration_seconds = time.monotonic() - start
         self._summarise(enqueued)
         return self.report
@@ -362,10 +371,20 @@ class _Drill:
             report.worst_enqueue_ms = ordered[-1] * 1000
             report.p99_enqueue_ms = ordered[int(len(ordered) * 0.99) - 1] * 1000
         report.failover_seconds = self._first_after(self.fault_time, lambda b: b != self.primary)
-        report.failback_seconds = self._first_after(self.heal_time, lambda b: b == self.primary)
+        report.failback_seconds = self._failback_after_heal()
         origin = self.fault_time or 0.0
         report.events = [f"+{at - origin:6.2f}s {event.kind} {_describe(event)}"
                          for at, event in self.recorder.events]
+
+    def _failback_after_heal(self) -> float | None:
+        """From the heal to the router's failback (the event: it happens whether or not
+        the producer is still enqueueing)."""
+        if self.heal_time is None:
+            return None
+        for at, event in self.recorder.events:
+            if at >= self.heal_time and isinstance(event, Failback):
+                return at - self.heal_time
+        return None
 
     def _first_after(self, since: float | None, match: Callable[[str], bool]) -> float | None:
         if since is None:
