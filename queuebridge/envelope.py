@@ -209,6 +209,16 @@ def _field(obj: dict[str, Any], name: str, kind: Any, job_id: str = "") -> Any:
 
 
 def _check_serialisable(env: Envelope) -> None:
+    try:
+        # One pass on the hot path; only a failure pays for finding the culprit.
+        json.dumps([env.args, env.kwargs], allow_nan=False)
+    except (TypeError, ValueError):
+        pass
+    else:
+        if all(isinstance(key, str) for key in env.kwargs) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.headers.items()
+        ):
+            return
     for index, value in enumerate(env.args):
         _check_value(env.task, f"args[{index}]", value)
     for key, value in env.kwargs.items():
