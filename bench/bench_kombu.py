@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kombu
+from _common import fresh_queue, timed
 from queuebridge_kombu import KombuBackend
 from queuebridge_kombu.amqp import AMQPBackend
 
@@ -38,16 +36,6 @@ QUEUES_TO_DELETE: set[str] = set()
 
 def noop(i: int) -> None:
     """The benchmark task: does nothing."""
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
-def fresh_queue(kind: str) -> str:
-    return f"bench-{kind}-{uuid.uuid4().hex[:8]}"
 
 
 def make_bridge(url: str) -> tuple[Bridge, Backend]:

@@ -13,16 +13,10 @@ shared Redis is never touched, and prints a table of rates and ratios:
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import redis
+from _common import fresh_queue, private_redis, timed
 from queuebridge_rq import RQBackend
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
@@ -42,47 +36,6 @@ def importable_noop() -> Callable[[int], None]:
     import bench_rq  # this file, imported as a module (its directory is on sys.path)
 
     return bench_rq.noop
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """A throwaway redis-server on a free port; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on PATH")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
-def fresh_queue(kind: str) -> str:
-    return f"bench-{kind}-{uuid.uuid4().hex[:8]}"
 
 
 def make_bridge(url: str) -> tuple[Bridge, RQBackend]:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from bench_rq import bench_rq_worker, fresh_queue, private_redis, timed
+from _common import fresh_queue, private_redis, timed
+from bench_rq import bench_rq_worker
 
 from queuebridge import Bridge
 from queuebridge.backend import Backend, BackendSettings

@@ -51,8 +51,11 @@ def find_redis_server() -> str:
 class RedisProcess:
     """One private server on a fixed port and data directory; restartable."""
 
-    def __init__(self, directory: Path, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, binary: str | None = None,
+                 *, durable: bool = True) -> None:
         self.directory = directory
+        self.durable = durable
+        """AOF fsynced on every write (the drill); ``False``: no persistence (benchmarks)."""
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
         self._process: subprocess.Popen[bytes] | None = None
@@ -72,8 +75,9 @@ class RedisProcess:
         """Start the server and wait until it answers PING."""
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--daemonize", "no", "--protected-mode", "no",
+            "--dir", str(self.directory), "--save", "",
+            "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always",
+            "--daemonize", "no", "--protected-mode", "no",
             "--logfile", str(self.directory / "server.log"),
         ]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
