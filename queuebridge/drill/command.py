@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from queuebridge.drill.runner import DrillOptions, run_drill
+from queuebridge.drill.runner import DrillOptions, Fault, run_drill
 
 __all__ = ["drill"]
 
@@ -42,12 +42,15 @@ class _Progress:
             click.echo("\r\x1b[2K", nl=False, err=True)
 
 
+_FAULTS: dict[str, Fault] = {"kill": "kill", "pause": "pause", "blackhole": "blackhole"}
+
+
 @click.command()
 @click.option("--jobs", type=click.IntRange(min=10), default=2000, show_default=True,
               help="Jobs to enqueue.")
 @click.option("--rate", type=click.FloatRange(min=1), default=250.0, show_default=True,
               help="Jobs enqueued per second.")
-@click.option("--fault", type=click.Choice(("kill", "pause", "blackhole")), default="kill",
+@click.option("--fault", type=click.Choice(tuple(_FAULTS)), default="kill",
               show_default=True, help="SIGKILL, SIGSTOP, or a network blackhole of the primary.")
 @click.option("--fault-at", type=click.FloatRange(0.05, 0.9), default=0.3, show_default=True,
               help="Fraction of the jobs enqueued before the fault.")
@@ -67,7 +70,7 @@ def drill(obj: Any, *, jobs: int, rate: float, fault: str, fault_at: float, down
     configured backends, the first one cut through a fault proxy. Exit 0 only when no
     job was lost.
     """
-    options = DrillOptions(jobs=jobs, rate=rate, fault=fault,  # type: ignore[arg-type]
+    options = DrillOptions(jobs=jobs, rate=rate, fault=_FAULTS[fault],
                            fault_at=fault_at, down_for=down_for, concurrency=concurrency,
                            workdir=workdir)
     settings = obj.settings() if obj is not None and obj.config is not None else None
