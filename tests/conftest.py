@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
+
+from tests.rabbit_server import RabbitProcess, find_rabbitmq_server
 
 
 def server_missing(what: str) -> None:
@@ -29,3 +32,16 @@ def rabbitmq() -> None:
                 server_missing("RabbitMQ on 127.0.0.1:5672")
     except OSError:
         server_missing("RabbitMQ on 127.0.0.1:5672")
+
+
+@pytest.fixture(scope="module")
+def private_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitProcess]:
+    """A private RabbitMQ node this module may kill and restart (about 7 s to boot)."""
+    binary = find_rabbitmq_server()
+    if binary is None:
+        server_missing("rabbitmq-server (for a private node)")
+    assert binary is not None
+    node = RabbitProcess(tmp_path_factory.mktemp("rabbit"), binary)
+    node.start()
+    yield node
+    node.stop()

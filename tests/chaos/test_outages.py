@@ -26,6 +26,7 @@ from queuebridge.drill.runner import ProxyOutage, run_scenario
 from queuebridge.drill.servers import RedisProcess
 from queuebridge.settings import RouterSettings, Settings, SpoolSettings
 from tests.helpers import wait_until
+from tests.rabbit_server import RabbitProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -95,6 +96,38 @@ def test_rabbitmq_primary_cut_with_redis_alternate_loses_nothing(
         spool=SpoolSettings(path=tmp_path / "spool.sqlite3"),
     )
     report = run_scenario(settings, ProxyOutage(amqp_proxy, "kill"), FAST)
+    _assert_no_loss(report)
+
+
+class _RabbitCrash:
+    """SIGKILL the private RabbitMQ node, then boot it again (same data)."""
+
+    description = "kill (SIGKILL of the RabbitMQ node)"
+
+    def __init__(self, node: RabbitProcess) -> None:
+        self.node = node
+
+    def inject(self) -> None:
+        self.node.kill()
+
+    def heal(self) -> None:
+        self.node.start()
+
+
+def test_rabbitmq_primary_killed_with_redis_alternate_loses_nothing(
+    tmp_path: Path, redis_server: RedisProcess, private_rabbit: RabbitProcess
+) -> None:
+    settings = Settings(
+        backends=(
+            BackendSettings(name="rabbit", type="kombu", url=private_rabbit.url, timeout=0.5,
+                            connect_timeout=0.5, lease_timeout=5.0),
+            BackendSettings(name="redis", type="rq", url=redis_server.url, timeout=0.5,
+                            connect_timeout=0.5, lease_timeout=5.0),
+        ),
+        router=ROUTER,
+        spool=SpoolSettings(path=tmp_path / "spool.sqlite3"),
+    )
+    report = run_scenario(settings, _RabbitCrash(private_rabbit), FAST)
     _assert_no_loss(report)
 
 
