@@ -160,7 +160,7 @@ def test_graceful_stop_acks_before_returning(backend: Recording) -> None:
         backend.send(task.job())
         wait_until(lambda: backend.batches, message="the ack started")
         handle.worker.stop()
-        time.sleep(0.1)
+        handle.thread.join(timeout=0.2)  # it must NOT finish while the ack is held
         assert handle.thread.is_alive(), "stopped with an ack in flight"
         backend.gate.set()
     assert leased(backend) == 0
