@@ -52,7 +52,8 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _VAR_RE: Final = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _RESERVED_NAMES: Final = frozenset({"spool"})
 """``spool`` names the local buffer in a ``JobRef``; a backend may not take it."""
-_ZERO_ALLOWED: Final = frozenset({"probe_jitter", "prefetch", "grace_period", "webhook_retries"})
+_ZERO_ALLOWED: Final = frozenset({"probe_jitter", "grace_period", "webhook_retries",
+                                  "retry_backoff", "retry_backoff_max"})
 """Numeric settings where 0 means something ("no jitter"); every other number must be > 0."""
 _CHOICES: Final[Mapping[str, tuple[str, ...]]] = {"pool": ("threads", "processes")}
 _HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

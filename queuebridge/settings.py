@@ -52,11 +52,14 @@ class WorkerSettings:
     queues: tuple[str, ...] = ("default",)
     concurrency: int = 8
     pool: str = "threads"
-    prefetch: int = 0
-    """Deliveries buffered per consumer beyond the pool size (0: one per free slot)."""
     grace_period: float = 30.0
     heartbeat_interval: float = 5.0
     poll_timeout: float = 1.0
+    retry_backoff: float = 1.0
+    """First retry delay in seconds; doubles per attempt (a task's own setting wins)."""
+    retry_backoff_max: float = 300.0
+    dedup_ttl: float = 86_400.0
+    """Seconds a finished job id is remembered; a duplicate within it is skipped."""
     state: str = field(default=".queuebridge/worker.sqlite3", repr=False)
     """Where dedup claims, heartbeats and checkpoints live: a SQLite file path, or a
     URL a plugin handles (``redis://...`` with queuebridge-rq). May hold a password:

@@ -402,3 +402,19 @@ def test_backend_subclass_without_options_rejects_all(tmp_path: Path) -> None:
     assert error.path == "queuebridge.backends[0].x"
     assert "allowed: none" in error.reason
     assert issubclass(Strict, Backend)
+
+
+def test_worker_table_reaches_the_worker_options(tmp_path: Path) -> None:
+    from queuebridge.worker import WorkerOptions
+
+    settings = load(tmp_path, MEMORY + "[queuebridge.worker]\nretry_backoff = 0.5\n"
+                    "retry_backoff_max = 10\ndedup_ttl = 3600\nconcurrency = 16\n")
+    options = WorkerOptions.from_settings(settings.worker, burst=True)
+    assert (options.retry_backoff, options.retry_backoff_max, options.dedup_ttl,
+            options.concurrency, options.burst) == (0.5, 10.0, 3600.0, 16, True)
+
+
+def test_a_worker_key_that_does_nothing_is_not_accepted(tmp_path: Path) -> None:
+    error = load_error(tmp_path, MEMORY + "[queuebridge.worker]\nprefetch = 4\n")
+    assert error.path == "queuebridge.worker.prefetch"
+    assert "unknown key" in str(error)
