@@ -8,7 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["redact_text", "redact_url"]
 
-_URL_IN_TEXT: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^/@\s;]*)@")
+# Userinfo runs to the LAST "@" before the host: a password may itself hold "@" or ";".
+_URL_IN_TEXT: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s/]*)@")
 _SECRET_QUERY: Final = re.compile(
     r"((?:password|passwd|pwd|secret|token|key|ssl_keyfile_password)=)[^&;\s]*", re.IGNORECASE
 )

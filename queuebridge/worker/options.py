@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,7 +49,7 @@ class WorkerOptions:
     burst_outage_wait: float = 60.0
     """In burst mode, how long a backend that fails mid-run is waited for before it
     is skipped (a backend already down at start is skipped at once)."""
-    state: str | Path | None = ".queuebridge/worker.sqlite3"
+    state: str | Path | None = field(default=".queuebridge/worker.sqlite3", repr=False)
     """Where dedup claims, checkpoints and heartbeats live: a SQLite file (WAL, shared
     by the workers of one host) or a URL a plugin handles (``redis://...`` with
     queuebridge-rq, shared by every host). ``None`` turns all three off."""

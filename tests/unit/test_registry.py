@@ -110,3 +110,23 @@ def test_stray_driver_errors_are_translated_with_cause_and_redacted() -> None:
     assert info.value.backend == "leaky"
     with pytest.raises(KeyboardInterrupt):
         backend.ack(Delivery("leaky", "q", 1, None))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "connect to redis://:p@ssw0rd@host:6379/0 failed",
+        "amqp://guest:se;cret@mq//",
+        "amqp://guest:s3cret@h1;amqp://guest:s3cret@h2",
+    ],
+)
+def test_passwords_with_at_or_semicolon_are_redacted_in_text(text: str) -> None:
+    shown = redact_text(text)
+    assert "ssw0rd" not in shown
+    assert "cret" not in shown
+
+
+def test_worker_options_repr_hides_the_state_url() -> None:
+    from queuebridge.worker import WorkerOptions
+
+    assert "hunter2" not in repr(WorkerOptions(state="redis://:hunter2@redis:6379/0"))
