@@ -40,6 +40,7 @@ from queuebridge.errors import (
 from queuebridge.health import BackendHealth, HealthBoard, Monitor
 from queuebridge.plugins import PluginManager
 from queuebridge.redact import redact_text
+from queuebridge.relay import EventRelay
 from queuebridge.settings import RouterSettings, SpoolSettings
 from queuebridge.spool import Drainer, Spool
 
@@ -67,8 +68,9 @@ class Router:
         self.plugins = plugins
         self.spool_settings = spool if spool is not None and spool.enabled else None
         self._by_name = {backend.name: backend for backend in self.backends}
+        self._events = EventRelay(plugins.emit_transition)
         self._board = HealthBoard(
-            list(self._by_name), settings, plugins.emit_transition,
+            list(self._by_name), settings, self._events.put,
             fallback=SPOOL if self.spool_settings is not None else "none",
         )
         self._lock = threading.Lock()
@@ -83,6 +85,11 @@ class Router:
             self._ensure_drainer()
 
     # -- status ------------------------------------------------------------------------
+
+    def flush_events(self, timeout: float = 5.0) -> bool:
+        """Wait until every transition noticed so far reached the plugins (they are
+        delivered on their own thread); False if ``timeout`` passed first."""
+        return self._events.flush(timeout)
 
     def health(self) -> list[BackendHealth]:
         """A snapshot of every backend's health, in configured order."""
@@ -254,6 +261,7 @@ class Router:
             drainer.stop(self.settings.deadline)
         if spool is not None:
             spool.close()
+        self._events.close(_MONITOR_JOIN)
 
 
 def _abandoned(backend: str, envelopes: Sequence[Envelope]) -> Callable[[Future[None]], None]:

@@ -63,6 +63,7 @@ def test_healthy_primary_takes_every_job(make_bridge: MakeBridge) -> None:
     assert primary.depth("default") == 2
     assert alternate.calls == 0
     assert bridge.router.preferred == "primary"
+    assert bridge.router.flush_events()
     assert recorder.events == []
     assert [h.up for h in bridge.router.health()] == [True, True]
 
@@ -74,6 +75,7 @@ def test_failover_happens_within_the_same_call(make_bridge: MakeBridge) -> None:
     [ref] = bridge.submit([envelope])
     assert ref.backend == "alternate"
     assert alternate.depth("default") == 1
+    assert bridge.router.flush_events()
     assert recorder.kinds() == ["backend_down", "failover"]
     [failover] = recorder.of("failover")
     assert (failover.from_backend, failover.to_backend) == ("primary", "alternate")  # type: ignore[attr-defined]
@@ -142,6 +144,7 @@ def test_one_event_per_transition_with_many_threads(make_bridge: MakeBridge) -> 
         worker.join(timeout=10)
     assert errors == []
     total = sum(counts)
+    assert bridge.router.flush_events()
     assert len(recorder.enqueued) == total
     assert recorder.kinds() == ["backend_down", "failover"]
 
@@ -149,6 +152,7 @@ def test_one_event_per_transition_with_many_threads(make_bridge: MakeBridge) -> 
     assert primary.depth("default") + alternate.depth("default") == total
     assert alternate.depth("default") >= 400 - 8  # at most one job in flight per thread
     wait_until(lambda: bridge.router.preferred == "primary", timeout=5)
+    assert bridge.router.flush_events()
     assert recorder.kinds() == ["backend_down", "failover", "backend_up", "failback"]
 
 
@@ -167,6 +171,7 @@ def test_failback_needs_the_configured_number_of_good_probes(make_bridge: MakeBr
     wait_until(lambda: primary_health()[0] == 1, timeout=5)
     primary.break_()  # one good probe, then down again: must not flap up
     wait_until(lambda: primary_health() == (0, 1), timeout=5)
+    assert bridge.router.flush_events()
     assert recorder.kinds() == ["backend_down", "failover"]
     assert bridge.router.preferred == "alternate"
 
@@ -175,6 +180,7 @@ def test_failback_needs_the_configured_number_of_good_probes(make_bridge: MakeBr
     wait_until(lambda: bridge.router.preferred == "primary", timeout=5)
     # Three probes at least 0.15 s apart: the first one, then two confirmations.
     assert time.monotonic() - healed >= 2 * 0.15
+    assert bridge.router.flush_events()
     assert recorder.kinds() == ["backend_down", "failover", "backend_up", "failback"]
     assert recorder.of("backend_up")[0].downtime > 0  # type: ignore[attr-defined]
     assert bridge.submit([job()])[0].backend == "primary"
@@ -227,6 +233,7 @@ def test_everything_down_without_a_spool_raises(make_bridge: MakeBridge) -> None
         bridge.submit([job()])
     assert primary.calls + alternate.calls == calls
     assert bridge.router.preferred == "none"
+    assert bridge.router.flush_events()
     assert recorder.kinds() == ["backend_down", "failover", "backend_down", "failover"]
     assert recorder.of("failover")[1].to_backend == "none"  # type: ignore[attr-defined]
 
@@ -238,6 +245,7 @@ def test_other_errors_fail_over_but_open_the_circuit_only_at_the_threshold(
     primary.rejections = 2
     assert bridge.submit([job()])[0].backend == "alternate"
     assert bridge.submit([job()])[0].backend == "alternate"
+    assert bridge.router.flush_events()
     assert recorder.events == []  # two answered-but-refused sends: still trusted
     assert bridge.submit([job()])[0].backend == "primary"
     assert bridge.router.health()[0].consecutive_failures == 0
@@ -245,6 +253,7 @@ def test_other_errors_fail_over_but_open_the_circuit_only_at_the_threshold(
     primary.rejections = FAST.error_threshold
     for _ in range(FAST.error_threshold):
         assert bridge.submit([job()])[0].backend == "alternate"
+    assert bridge.router.flush_events()
     assert recorder.kinds() == ["backend_down", "failover"]
     last_error = bridge.router.health()[0].last_error
     assert "s3cret" not in last_error and "***" in last_error

@@ -156,6 +156,7 @@ def test_router_spools_when_all_down_and_drains_after_heal(tmp_path: Path) -> No
         alternate.break_()
         envelopes = jobs(5)
         assert [bridge.submit([e])[0].backend for e in envelopes] == ["spool"] * 5
+        assert bridge.router.flush_events()
         assert recorder.of("failover")[-1].to_backend == "spool"  # type: ignore[attr-defined]
         assert bridge.router.spool is not None and bridge.router.spool.count() == 5
         primary.heal()
