@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,47 @@ def test_options_have_safe_repr() -> None:
                                         options={"password": "pw"}))
     assert "pw" not in repr(backend.options)
     assert "pw" not in repr(backend)
+
+
+def _hammer(backend: RQBackend, threads: int = 8, calls: int = 50) -> list[BaseException]:
+    """``threads`` threads sharing ``backend``, each making ``calls`` Redis calls."""
+    queue = f"qb-pool-{uuid.uuid4().hex[:8]}"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        for _ in range(calls):
+            try:
+                backend.depth(queue)
+            except Exception as exc:
+                errors.append(exc)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "a pool caller never got a connection"
+    return errors
+
+
+def test_a_full_pool_waits_for_a_connection_instead_of_failing(
+    redis_server: RedisServer, make_rq: MakeRQ
+) -> None:
+    backend = make_rq(redis_server.url, options={"max_connections": 2})
+    assert _hammer(backend) == [], "a busy but healthy Redis was reported as down"
+    pool = backend.client.connection_pool
+    assert isinstance(pool, redis.BlockingConnectionPool)
+    assert pool.timeout == 2.0, "callers wait at most the backend's timeout"
+
+
+def test_a_full_sentinel_pool_waits_too(sentinel: RedisServer, make_rq: MakeRQ) -> None:
+    backend = make_rq(f"redis+sentinel://127.0.0.1:{sentinel.port}/qbmaster/0",
+                      options={"max_connections": 2})
+    assert _hammer(backend) == []
+    assert isinstance(backend.client.connection_pool, redis.BlockingConnectionPool)
+
+
+def test_without_max_connections_the_pool_is_unbounded(redis_server: RedisServer,
+                                                       make_rq: MakeRQ) -> None:
+    pool = make_rq(redis_server.url).client.connection_pool
+    assert not isinstance(pool, redis.BlockingConnectionPool)

@@ -11,6 +11,10 @@ Accepted URLs:
 Every connection gets a connect timeout, a socket timeout, TCP keepalive, a health
 check, and **no** driver-level retries: a dead Redis must fail the call at once so
 the router can fail over, instead of being retried inside the driver.
+
+With ``options.max_connections`` the pool *blocks* (up to the backend's ``timeout``)
+for a free connection: redis-py's plain pool raises ``MaxConnectionsError`` (a
+``ConnectionError``) at once, which would report a healthy but busy Redis as down.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from queuebridge.errors import ConfigError
 from queuebridge_rq.options import RQOptions
@@ -42,6 +46,12 @@ class SentinelTarget:
     db: int = 0
     username: str | None = None
     password: str | None = None
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's master discovery with the blocking pool's wait for a free connection
+    (redis-py ships no such pool). ``SentinelConnectionPool`` passes the remaining
+    keyword arguments (``max_connections``, ``timeout``) on to ``BlockingConnectionPool``."""
 
 
 def _host_port(text: str, path: str) -> tuple[str, int]:
@@ -87,6 +97,7 @@ def _common_kwargs(timeout: float, connect_timeout: float, options: RQOptions) -
     }
     if options.max_connections is not None:
         kwargs["max_connections"] = options.max_connections
+        kwargs["timeout"] = timeout  # how long a caller waits for a free connection
     if options.username is not None:
         kwargs["username"] = options.username
     if options.password is not None:
@@ -125,8 +136,10 @@ def connect(url: str, timeout: float, connect_timeout: float, options: RQOptions
         kwargs["socket_keepalive"] = True
     if scheme == "rediss":
         kwargs.update(_tls_kwargs(options))
+    pool_class = (redis.BlockingConnectionPool if options.max_connections is not None
+                  else redis.ConnectionPool)
     try:
-        pool = redis.ConnectionPool.from_url(url, **kwargs)
+        pool = pool_class.from_url(url, **kwargs)
     except ValueError as exc:
         raise ConfigError(path, f"invalid Redis URL: {exc}") from exc
     return redis.Redis(connection_pool=pool)
@@ -142,8 +155,10 @@ def _sentinel_client(url: str, kwargs: dict[str, Any], options: RQOptions,
     kwargs.pop("password", None)
     kwargs.pop("username", None)
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
+    pool_class = (_BlockingSentinelPool if options.max_connections is not None
+                  else SentinelConnectionPool)
     client: redis.Redis = sentinel.master_for(
         target.master, db=target.db, username=target.username, password=target.password,
-        socket_keepalive=True, **kwargs,
+        socket_keepalive=True, connection_pool_class=pool_class, **kwargs,
     )
     return client
