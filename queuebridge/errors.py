@@ -17,7 +17,8 @@ from exc``) so callers never see a broker client's exception type::
     ├── EnqueueError              an enqueue could not be accepted anywhere
     │   ├── DeadlineExceeded      the enqueue deadline passed before any backend accepted
     │   ├── NoBackendAvailable    every backend is down and no spool is configured
-    │   └── SpoolFull             every backend is down and the spool is full
+    │   ├── SpoolFull             every backend is down and the spool is full
+    │   └── JobRejected           every backend answered and refused the job (not an outage)
     └── JobTimeout                raised inside a task whose soft time limit passed
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "DeadlineExceeded",
     "EnqueueError",
     "EnvelopeError",
+    "JobRejected",
     "JobTimeout",
     "LeaseLost",
     "NoBackendAvailable",
@@ -121,6 +123,12 @@ class NoBackendAvailable(EnqueueError):
 
 class SpoolFull(EnqueueError):
     """Every backend is down and the local spool has reached its configured bound."""
+
+
+class JobRejected(EnqueueError):
+    """Every backend that was tried answered, and refused the job (a broker-side limit,
+    a permission, a message it will not take). Not an outage, so it is not spooled:
+    the caller still holds the job and must change it or the brokers."""
 
 
 class JobTimeout(QueueBridgeError):

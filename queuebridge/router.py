@@ -10,7 +10,9 @@ The path of one ``send_many`` call:
    ``error_threshold`` consecutive failures: the broker answered, so it is not
    known to be dead.
 3. Nothing accepted the batch: write it to the spool (if enabled) and return
-   ``"spool"``; else raise ``DeadlineExceeded`` or ``NoBackendAvailable``.
+   ``"spool"``; else raise ``DeadlineExceeded`` or ``NoBackendAvailable``. When every
+   backend that was tried *answered* with a refusal (no outage), raise
+   ``JobRejected`` instead: spooling cannot help a job no broker takes.
 
 No call holds the caller past ``RouterSettings.deadline`` (plus one spool write).
 An attempt whose backend timeout fits in the time left is a direct call in the
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import NamedTuple
 
 from queuebridge.backend import Backend
 from queuebridge.envelope import Envelope
@@ -35,6 +38,7 @@ from queuebridge.errors import (
     BackendUnavailable,
     DeadlineExceeded,
     EnqueueError,
+    JobRejected,
     NoBackendAvailable,
 )
 from queuebridge.health import BackendHealth, HealthBoard, Monitor
@@ -127,22 +131,22 @@ class Router:
         return [placed] * len(envelopes)
 
     def _send_live(self, envelopes: Sequence[Envelope], deadline: float
-                   ) -> tuple[str | None, list[str]]:
-        """Try the up backends in order; return the one that accepted, and the errors."""
-        errors: list[str] = []
+                   ) -> tuple[str | None, list[_Failure]]:
+        """Try the up backends in order; return the one that accepted, and the failures."""
+        errors: list[_Failure] = []
         for name in self._board.live:
             if self._attempt(self._by_name[name], envelopes, deadline, errors):
                 return name, errors
         return None, errors
 
     def _attempt(self, backend: Backend, envelopes: Sequence[Envelope], deadline: float,
-                 errors: list[str]) -> bool:
+                 errors: list[_Failure]) -> bool:
         # perf_counter is monotonic: one clock serves the deadline and the latency.
         start = time.perf_counter()
         remaining = deadline - start
         if remaining <= 0:
-            errors.append(f"{backend.name}: not tried, the enqueue deadline "
-                          f"({self.settings.deadline}s) passed")
+            errors.append(_Failure(f"{backend.name}: not tried, the enqueue deadline "
+                                   f"({self.settings.deadline}s) passed", unavailable=True))
             return False
         try:
             if backend.settings.timeout <= remaining:
@@ -150,9 +154,9 @@ class Router:
             else:
                 self._send_bounded(backend, envelopes, remaining)
         except BackendError as exc:
-            errors.append(str(exc))
-            self._board.send_failed(backend.name, str(exc),
-                                    unavailable=isinstance(exc, BackendUnavailable))
+            unavailable = isinstance(exc, BackendUnavailable)
+            errors.append(_Failure(str(exc), unavailable))
+            self._board.send_failed(backend.name, str(exc), unavailable=unavailable)
             if not self._board.is_up(backend.name):
                 self._ensure_monitor()
             return False
@@ -188,9 +192,13 @@ class Router:
                 backend=backend.name,
             ) from None
 
-    def _fall_back(self, envelopes: Sequence[Envelope], errors: list[str],
+    def _fall_back(self, envelopes: Sequence[Envelope], errors: list[_Failure],
                    deadline: float) -> str:
-        why = redact_text("; ".join(errors) or "every backend is down")
+        why = _why(errors)
+        if _rejected(errors):
+            # Every backend answered and said no: an outage buffer cannot help, and a
+            # spooled job that no broker takes would block the spool's drain for good.
+            raise JobRejected(f"every backend refused the job: {why}")
         if self.spool_settings is not None:
             self._open_spool().put_many(envelopes)
             drainer = self._ensure_drainer()
@@ -206,7 +214,9 @@ class Router:
         placed, errors = self._send_live(envelopes,
                                          time.perf_counter() + self.settings.deadline)
         if placed is None:
-            raise NoBackendAvailable(redact_text("; ".join(errors) or "every backend is down"))
+            if _rejected(errors):
+                raise JobRejected(f"every live backend refused the batch: {_why(errors)}")
+            raise NoBackendAvailable(_why(errors))
         for envelope in envelopes:
             self.plugins.job_enqueued(envelope, placed)
 
@@ -262,6 +272,23 @@ class Router:
         if spool is not None:
             spool.close()
         self._events.close(_MONITOR_JOIN)
+
+
+class _Failure(NamedTuple):
+    """Why one backend did not take a batch."""
+
+    message: str
+    unavailable: bool
+    """An outage (refused, hung, deadline) rather than the broker saying no."""
+
+
+def _why(errors: Sequence[_Failure]) -> str:
+    return redact_text("; ".join(e.message for e in errors) or "every backend is down")
+
+
+def _rejected(errors: Sequence[_Failure]) -> bool:
+    """True when backends were tried and every one answered with a refusal."""
+    return bool(errors) and not any(e.unavailable for e in errors)
 
 
 def _abandoned(backend: str, envelopes: Sequence[Envelope]) -> Callable[[Future[None]], None]:

@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Final
 
 from queuebridge.envelope import Envelope
-from queuebridge.errors import EnqueueError, EnvelopeError, QueueBridgeError, SpoolFull
+from queuebridge.errors import (
+    EnqueueError,
+    EnvelopeError,
+    JobRejected,
+    QueueBridgeError,
+    SpoolFull,
+)
 from queuebridge.health import BackgroundLoop
 
 __all__ = ["Drainer", "Spool", "SpooledJob"]
@@ -51,6 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 _COLUMNS: Final = "seq, job_id, queue, task, body, spooled_at, claimed_by"
 _PARKED: Final = "undecodable"
+_REJECTED: Final = "rejected"
+"""Claim marks of rows set aside for an operator: they are never claimed again."""
 """``claimed_by`` of a row whose body is not an envelope: kept for an operator, never sent."""
 _FOREVER: Final = 1e300
 
@@ -67,7 +75,8 @@ class SpooledJob:
     """The envelope JSON, exactly as it will be replayed."""
     spooled_at: float
     claimed_by: str | None
-    """The drainer currently sending it (``undecodable`` for a corrupt row), else None."""
+    """The drainer currently sending it; ``undecodable`` (a corrupt row) or ``rejected``
+    (refused by every backend) for a row set aside for an operator; else None."""
 
     @property
     def envelope(self) -> Envelope:
@@ -138,17 +147,47 @@ class Spool:
         """
         total, done = self.count(), 0
         while claimed := self._claim(batch):
-            seqs = [seq for seq, _ in claimed]
-            try:
-                send([envelope for _, envelope in claimed])
-            except BaseException:
-                self._release(seqs)
-                raise
-            self._delete(seqs)
-            done += len(seqs)
+            done += self._send_claimed(claimed, send)
             if progress is not None:
                 progress(done, max(total, done))
         return done
+
+    def _send_claimed(self, claimed: builtins.list[tuple[int, Envelope]],
+                      send: Callable[[Sequence[Envelope]], object]) -> int:
+        """Send claimed rows; delete them once sent. A batch every backend refused is
+        split, and a single row every backend refused is set aside (never retried in a
+        loop, never deleted). Return how many were sent."""
+        seqs = [seq for seq, _ in claimed]
+        try:
+            send([envelope for _, envelope in claimed])
+        except JobRejected as exc:
+            if len(claimed) == 1:
+                self._set_aside(seqs[0], claimed[0][1], exc)
+                return 0
+            return self._send_one_by_one(claimed, send)
+        except BaseException:
+            self._release(seqs)
+            raise
+        self._delete(seqs)
+        return len(seqs)
+
+    def _send_one_by_one(self, claimed: builtins.list[tuple[int, Envelope]],
+                         send: Callable[[Sequence[Envelope]], object]) -> int:
+        sent = 0
+        for index, row in enumerate(claimed):
+            try:
+                sent += self._send_claimed([row], send)
+            except BaseException:
+                self._release([seq for seq, _ in claimed[index + 1:]])
+                raise
+        return sent
+
+    def _set_aside(self, seq: int, envelope: Envelope, exc: JobRejected) -> None:
+        log.error("spooled job %s (%s) was refused by every backend; kept in %s, not "
+                  "retried: %s", envelope.id, envelope.task, self.path, exc)
+        with _translated(QueueBridgeError, self.path), self._transaction() as db:
+            db.execute("UPDATE jobs SET claimed_by = ?, claimed_at = ? WHERE seq = ?",
+                       (_REJECTED, _FOREVER, seq))
 
     def close(self) -> None:
         """Close the database connection. Idempotent."""

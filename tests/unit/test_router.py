@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from queuebridge import Bridge, Envelope
+from queuebridge.backend import BackendSettings
 from queuebridge.backends.memory import MemoryBackend
 from queuebridge.errors import BackendError, DeadlineExceeded, EnqueueError, NoBackendAvailable
 from queuebridge.settings import RouterSettings, SpoolSettings
@@ -23,6 +24,27 @@ EPSILON = 0.25
 """Scheduling slack allowed on top of a deadline on a busy 2-core machine."""
 
 MakeBridge = Callable[..., tuple[Bridge, list[MemoryBackend], Recorder]]
+
+
+class RefusingBackend(MemoryBackend):
+    """Answers every send with a refusal: not an outage."""
+
+    def _send_many(self, envelopes: Sequence[Envelope]) -> None:
+        raise BackendError("OOM command not allowed when used memory > 'maxmemory'",
+                           backend=self.name)
+
+
+def test_a_job_every_backend_refuses_is_not_spooled(tmp_path: Path) -> None:
+    from queuebridge.errors import JobRejected
+
+    backends = [RefusingBackend(BackendSettings(name=n, type="memory")) for n in ("a", "b")]
+    bridge = Bridge(backends, spool=SpoolSettings(path=tmp_path / "spool.db"))
+    try:
+        with pytest.raises(JobRejected, match=r"every backend refused the job.*maxmemory"):
+            bridge.submit([job()])
+        assert bridge.router.spool is None or bridge.router.spool.count() == 0
+    finally:
+        bridge.close()
 
 
 class RejectingBackend(MemoryBackend):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from queuebridge import Envelope
-from queuebridge.errors import BackendUnavailable, QueueBridgeError, SpoolFull
+from queuebridge.errors import BackendUnavailable, JobRejected, QueueBridgeError, SpoolFull
 from queuebridge.settings import RouterSettings, SpoolSettings
 from queuebridge.spool import Spool
 from tests.helpers import build_bridge, wait_until
@@ -105,6 +105,28 @@ def test_rows_are_deleted_only_after_the_send_confirmed(spool: Spool) -> None:
     assert {row.claimed_by for row in remaining} == {None}  # the claim was released
     assert spool.drain(sent.extend, batch=3) == 4
     assert sent == envelopes
+
+
+def test_a_job_every_backend_refuses_is_set_aside_and_the_rest_drain(spool: Spool) -> None:
+    envelopes = jobs(5)
+    poison = envelopes[1]
+    spool.put_many(envelopes)
+    sent: list[Envelope] = []
+    attempts: list[str] = []
+
+    def refuse_poison(batch: Sequence[Envelope]) -> None:
+        attempts.extend(e.id for e in batch if e.id == poison.id)
+        if any(e.id == poison.id for e in batch):
+            raise JobRejected("every live backend refused the batch: message too large")
+        sent.extend(batch)
+
+    assert spool.drain(refuse_poison, batch=3) == 4
+    assert sent == [e for e in envelopes if e.id != poison.id]  # order kept, nothing lost
+    [kept] = spool.list()
+    assert (kept.job_id, kept.claimed_by) == (poison.id, "rejected")
+    tried = len(attempts)
+    assert spool.drain(refuse_poison, batch=3) == 0
+    assert len(attempts) == tried, "a set-aside job was tried again"
 
 
 def test_two_drainers_never_send_the_same_row(tmp_path: Path) -> None:
