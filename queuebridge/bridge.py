@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from queuebridge.backend import Backend
 from queuebridge.envelope import Envelope
-from queuebridge.errors import ConfigError, TaskError
+from queuebridge.errors import BackendError, ConfigError, TaskError
 from queuebridge.plugins import PluginManager
 from queuebridge.registry import BoundTask, JobOptions, Task, TaskRegistry, _Enqueuer
 from queuebridge.router import Router
@@ -226,14 +226,22 @@ class Bridge(_Enqueuer):
 
     def close(self) -> None:
         """Stop the router's monitor, close every backend, then deliver pending webhook
-        notifications (waiting at most about one webhook timeout). Idempotent."""
+        notifications (waiting at most about one webhook timeout). Idempotent.
+
+        Every backend is closed even if one fails; the first failure is raised after."""
         self.router.close()
+        failure: BackendError | None = None
         for backend in self.backends.values():
-            backend.close()
+            try:
+                backend.close()
+            except BackendError as exc:
+                failure = failure or exc
         if self._notifier is not None:
             # Off a manager other Bridges may share, once nothing is left to say.
             self._notifier.close()
             self.plugins.unregister(f"queuebridge.webhook.{id(self)}")
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Bridge:
         return self

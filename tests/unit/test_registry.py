@@ -130,3 +130,18 @@ def test_worker_options_repr_hides_the_state_url() -> None:
     from queuebridge.worker import WorkerOptions
 
     assert "hunter2" not in repr(WorkerOptions(state="redis://:hunter2@redis:6379/0"))
+
+
+class _BadClose(MemoryBackend):
+    def _close(self) -> None:
+        raise OSError("socket already gone")
+
+
+def test_close_closes_every_backend_even_when_one_fails() -> None:
+    first = _BadClose(BackendSettings(name="first", type="memory"))
+    second = MemoryBackend(BackendSettings(name="second", type="memory"))
+    bridge = Bridge([first, second])
+    with pytest.raises(BackendError, match="socket already gone"):
+        bridge.close()
+    with pytest.raises(BackendError, match="closed"):
+        second.send(Envelope.create("t.x"))
