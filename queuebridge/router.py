@@ -240,6 +240,9 @@ class Router:
 
     def _open_spool(self) -> Spool:
         with self._lock:
+            if self._spool is None and self._closed:
+                # A send racing close(): the caller gets an error, no spool is left open.
+                raise EnqueueError("the router is closed")
             if self._spool is None:
                 assert self.spool_settings is not None
                 self._spool = Spool(self.spool_settings.path, self.spool_settings.max_jobs)
