@@ -12,7 +12,9 @@ dead-lettered             RQ's FailedJobRegistry, reason in ``exc_info``
 ========================  ==============================================
 
 Every transition is one Lua script (atomic), a batch lease and a batch ack included; a send is one
-MULTI/EXEC pipeline.
+MULTI/EXEC pipeline. Lease expiry and due times are judged by the Redis server's clock
+(``TIME`` inside the scripts), never by the calling host's: see :mod:`queuebridge_rq.scripts`.
+The host's clock only stamps RQ's informational timestamps (``enqueued_at``, ``started_at``).
 """
 
 from __future__ import annotations
@@ -154,10 +156,9 @@ class RQBackend(Backend):
         deadline = time.monotonic() + timeout
         pause = 0.005
         while True:
-            now = time.time()
             reply = self._run("RESERVE", groups, [
-                repr(now), repr(now + self.settings.lease_timeout), secrets.token_hex(8),
-                JOB_PREFIX, rq_timestamp(now), limit,
+                repr(self.settings.lease_timeout), secrets.token_hex(8), JOB_PREFIX,
+                rq_timestamp(time.time()), limit,
             ])
             if reply:
                 return [self._delivery(queues[int(reply[at])], reply[at:at + 5])
@@ -202,9 +203,7 @@ class RQBackend(Backend):
             queue_keys, member, job_id = self._lease_args(delivery)
             keys += [queue_keys.leases, queue_keys.started, queue_keys.finished, job_key(job_id)]
             args += [member, job_id]
-        now = time.time()
-        ttl = self.options.result_ttl
-        acked = self._run("ACK", keys, [rq_timestamp(now), ttl, repr(now + max(ttl, 0)), *args])
+        acked = self._run("ACK", keys, [rq_timestamp(time.time()), self.options.result_ttl, *args])
         lost = [delivery for delivery, done in zip(deliveries, acked, strict=True) if not done]
         if len(deliveries) == 1 and lost:
             raise self._lost(lost[0], "ack")
@@ -214,34 +213,27 @@ class RQBackend(Backend):
     def _retry(self, delivery: Delivery, envelope: Envelope) -> None:
         keys, member, _ = self._lease_args(delivery)
         target = self.queue_keys(envelope.queue)
-        now = time.time()
-        delayed = envelope.not_before is not None and envelope.not_before > now
-        fields = encode_job(envelope, rq_timestamp(now), self.options.result_ttl,
-                            self.options.failure_ttl, "scheduled" if delayed else "queued")
+        # The script sets the status: ``scheduled`` while not_before is ahead of Redis's clock.
+        fields = encode_job(envelope, rq_timestamp(time.time()), self.options.result_ttl,
+                            self.options.failure_ttl, "queued")
         flat = [item for pair in fields.items() for item in pair]
+        not_before = "" if envelope.not_before is None else repr(envelope.not_before)
         done = self._run("RETRY", [keys.leases, keys.started, target.queue, target.scheduled,
                                    job_key(envelope.id)],
-                         [member, envelope.id, repr(envelope.not_before) if delayed else "",
-                          *flat])
+                         [member, envelope.id, not_before, *flat])
         if not done:
             raise self._lost(delivery, "retry")
 
     def _touch(self, deliveries: Sequence[Delivery]) -> None:
-        expiry = time.time() + self.settings.lease_timeout
-        with translated(self.name, "touch"), self.client.pipeline(transaction=False) as pipe:
-            for delivery in deliveries:
-                # XX: never resurrect a lease that recover already returned.
-                pipe.zadd(self.queue_keys(delivery.queue).leases, {str(delivery.receipt): expiry},
-                          xx=True)
-            pipe.execute()
+        self._run("TOUCH", [self.queue_keys(d.queue).leases for d in deliveries],
+                  [repr(self.settings.lease_timeout), *(str(d.receipt) for d in deliveries)])
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         keys, member, job_id = self._lease_args(delivery)
-        now = time.time()
-        ttl = self.options.failure_ttl
         done = self._run("DEAD_LETTER", [keys.leases, keys.started, keys.failed, job_key(job_id)],
-                         [member, job_id, zlib.compress(reason.encode()), rq_timestamp(now), ttl,
-                          repr(now + max(ttl, 0)), zlib.compress(_MALFORMED_DATA), keys.name])
+                         [member, job_id, zlib.compress(reason.encode()),
+                          rq_timestamp(time.time()), self.options.failure_ttl,
+                          zlib.compress(_MALFORMED_DATA), keys.name])
         if not done:
             raise self._lost(delivery, "dead_letter")
 
@@ -273,8 +265,7 @@ class RQBackend(Backend):
         groups = [key for name in names for key in self._group(self.queue_keys(name))]
         if not groups:
             return 0
-        now = time.time()
-        return int(self._run("RECOVER", groups, [repr(now), JOB_PREFIX, rq_timestamp(now)]))
+        return int(self._run("RECOVER", groups, [JOB_PREFIX, rq_timestamp(time.time())]))
 
     def _ping(self) -> None:
         with translated(self.name, "ping"):
