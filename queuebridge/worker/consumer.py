@@ -130,14 +130,29 @@ class Consumer:
         # Idle: wait for the next job holding one slot (the other backends' consumers
         # may need the rest). Busy: take every free slot, lease what is there at once.
         taken = shared.slots.acquire(1 if self._idle else options.concurrency,
-                                     options.poll_timeout)
+                                     self._slot_wait())
         if not taken:
             return
-        deliveries = self._reserve(taken, self._wait_for_first() if self._idle else 0.0)
+        if shared.stopping.is_set():  # stopped while we waited: no lease may escape the drain
+            shared.slots.release(taken)
+            return
+        deliveries, error = self._reserve(taken, self._wait_for_first() if self._idle else 0.0)
+        # Give back what the lease did not fill before anything else (a dead broker's
+        # backoff included): the other backends' consumers may be waiting for it.
         shared.slots.release(taken - len(deliveries))
+        if error is not None:
+            self._outage(error)
+            return
         self._idle = not deliveries
         if deliveries:
             self._dispatch(deliveries)
+
+    def _slot_wait(self) -> float:
+        # Slots are first come, first served: a waiter that times out loses its place,
+        # so wait until housekeeping is due (at least poll_timeout), not one poll only.
+        # Stopping closes the slots, which ends the wait at once.
+        due = min(self._next_touch, self._next_recover) - time.monotonic()
+        return max(self.shared.options.poll_timeout, due)
 
     def _wait_for_first(self) -> float:
         # A burst worker ends only after an empty poll that started once the last job
@@ -145,19 +160,19 @@ class Consumer:
         options = self.shared.options
         return min(options.poll_timeout, 0.05) if options.burst else options.poll_timeout
 
-    def _reserve(self, limit: int, timeout: float) -> list[Delivery]:
+    def _reserve(self, limit: int, timeout: float) -> tuple[list[Delivery], BackendError | None]:
+        """Lease up to ``limit`` jobs; the error instead when the broker failed."""
         shared = self.shared
         epoch = shared.tracker.epoch
         try:
             deliveries = self.backend.reserve_many(shared.options.queues, limit, timeout)
         except BackendError as exc:
-            self._outage(exc)
-            return []
+            return [], exc
         self._resumed()
         if not deliveries:
             self.idle_epoch = epoch
             shared.wake.set()
-        return deliveries
+        return deliveries, None
 
     def _dispatch(self, deliveries: list[Delivery]) -> None:
         """Claim the runnable attempts in one dedup round trip, then feed the pool."""
@@ -178,7 +193,9 @@ class Consumer:
     # -- outages ---------------------------------------------------------------------
 
     def _outage(self, exc: BackendError) -> None:
-        """Log the first failure only, then back off (stop-aware) before the next poll."""
+        """Log the first failure only, then back off (stop-aware) before the next poll.
+
+        Never called holding a pool slot: others may need it during the backoff."""
         options = self.shared.options
         now = time.monotonic()
         if self.down_since is None:

@@ -125,6 +125,7 @@ class Worker:
                      ", ".join(options.queues), ", ".join(self.bridge.backends),
                      options.concurrency, options.pool)
             self._main_loop(consumers, guard)
+            shared.slots.close()  # a consumer waiting for a slot stops waiting now
             self._wait_quiet(consumers)
             self._drain(guard)
         finally:
@@ -210,6 +211,7 @@ class Worker:
                   pool: list[threading.Thread]) -> None:
         self._stopping.set()
         self._closed.set()
+        shared.slots.close()
         for _ in pool:
             shared.work.put(None)
         limit = time.monotonic() + self.options.poll_timeout + 1.0

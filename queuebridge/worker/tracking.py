@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,28 +39,67 @@ class Job:
 
 class Slots:
     """Free places in the pool. A consumer takes several at once (a batch lease) and
-    gives back those its lease did not fill, so leased jobs never exceed the pool."""
+    gives back those its lease did not fill, so leased jobs never exceed the pool.
+
+    Slots are handed out first come, first served: an ``acquire`` queues behind the
+    ones already waiting, even when a slot is free. Without that, a consumer that
+    gives a slot back and asks again at once always beats the one woken to take it,
+    and with fewer free slots than backends the other backends are never consumed.
+    """
 
     def __init__(self, size: int) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._free = size
+        self._queue: deque[object] = deque()
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """How many ``acquire`` calls are queued for a slot."""
+        with self._cond:
+            return len(self._queue)
 
     def acquire(self, most: int, timeout: float) -> int:
-        """Take up to ``most`` free slots, waiting up to ``timeout`` for the first one;
-        return how many were taken (0 on timeout)."""
+        """Take up to ``most`` free slots, waiting up to ``timeout`` for the first one
+        behind the callers already waiting; return how many were taken (0 on timeout,
+        or once :meth:`close` was called)."""
         with self._cond:
-            if not self._free and not self._cond.wait_for(lambda: self._free > 0, timeout):
+            if self._closed:
                 return 0
-            taken = min(most, self._free)
-            self._free -= taken
-            return taken
+            if self._free and not self._queue:
+                return self._take(most)
+            ticket = object()
+            self._queue.append(ticket)
+            try:
+                self._cond.wait_for(lambda: self._closed or (
+                    self._free > 0 and self._queue[0] is ticket), timeout)
+                if self._closed or not self._free or self._queue[0] is not ticket:
+                    return 0
+                return self._take(most)
+            finally:
+                self._queue.remove(ticket)
+                if self._free and self._queue:
+                    self._cond.notify_all()  # the next in line may take what is left
+
+    def _take(self, most: int) -> int:
+        taken = min(most, self._free)
+        self._free -= taken
+        return taken
 
     def release(self, count: int = 1) -> None:
         """Give back ``count`` slots."""
         if count:
             with self._cond:
                 self._free += count
-                self._cond.notify(count)
+                if self._queue:
+                    # Only the first in line may take it: wake them all (a few consumers).
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """The worker stops leasing: wake every waiter; ``acquire`` returns 0 from now on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class Tracker:
