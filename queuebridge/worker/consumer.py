@@ -70,6 +70,8 @@ class Consumer:
         self._reconnect = Reconnect(shared.options.reconnect_backoff,
                                     shared.options.reconnect_backoff_max)
         self._pause_until = 0.0
+        self._next_probe = 0.0
+        """While the broker is down: when to ping it next (the reconnect backoff)."""
         self._idle = True
         now = time.monotonic()
         self._next_touch = now + self._touch_interval
@@ -103,12 +105,15 @@ class Consumer:
         shared = self.shared
         while not shared.closed.is_set():
             try:
-                self._housekeeping()
+                if self._up():
+                    self._housekeeping()
                 if shared.stopping.is_set():
                     self.quiet.set()
                     shared.closed.wait(0.05)
-                    continue
-                self._poll_once()
+                elif self.down_since is None:
+                    self._poll_once()
+                else:
+                    shared.stopping.wait(max(0.0, self._next_probe - time.monotonic()))
             except Exception:
                 # Last resort: a consumer thread must outlive any bug in one iteration.
                 log.exception("worker: consumer for backend %r failed; continuing",
@@ -193,9 +198,9 @@ class Consumer:
     # -- outages ---------------------------------------------------------------------
 
     def _outage(self, exc: BackendError) -> None:
-        """Log the first failure only, then back off (stop-aware) before the next poll.
+        """Log the first failure only; schedule the next probe after the backoff.
 
-        Never called holding a pool slot: others may need it during the backoff."""
+        Never called holding a pool slot: the loop waits the backoff out without one."""
         options = self.shared.options
         now = time.monotonic()
         if self.down_since is None:
@@ -212,7 +217,23 @@ class Consumer:
                         self.backend.name, now - self.down_since)
             self.skipped = True
             return
-        self.shared.stopping.wait(self._reconnect.next())
+        self._next_probe = now + self._reconnect.next()
+
+    def _up(self) -> bool:
+        """Whether the broker answers. While it is down, ping it once the backoff has
+        passed: a consumer whose pool slots are all busy never gets to ``reserve``, and
+        until the outage ends its running jobs' leases would not be renewed."""
+        if self.down_since is None:
+            return True
+        if time.monotonic() < self._next_probe:
+            return False
+        try:
+            self.backend.ping()
+        except BackendError as exc:
+            self._outage(exc)
+            return False
+        self._resumed()
+        return True
 
     def _resumed(self) -> None:
         self.polls_ok += 1
@@ -227,9 +248,9 @@ class Consumer:
     # -- lease upkeep ----------------------------------------------------------------
 
     def _housekeeping(self) -> None:
+        """Touch leases and recover orphans when due. Only while the broker is up: a
+        dead one would only make these calls hang for their timeout."""
         now = time.monotonic()
-        if self.down_since is not None:
-            return  # a dead broker would only make these calls hang for their timeout
         if now >= self._next_touch:
             self._next_touch = now + self._touch_interval
             self._touch()

@@ -39,6 +39,12 @@ def leased(backend: MemoryBackend) -> int:
         return len(backend._leases)
 
 
+def lease_expiries(backend: MemoryBackend) -> list[float]:
+    """When each lease currently held on ``backend`` expires (monotonic)."""
+    with backend._cond:
+        return [lease.expires for lease in backend._leases.values()]
+
+
 def dead(backend: MemoryBackend, queue: str = "default") -> list[str]:
     return [reason for _, reason in backend.dead_letters(queue)]
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
-from _worker_helpers import memory, memory_bridge, running
+from _worker_helpers import lease_expiries, memory, memory_bridge, running
 
+from queuebridge.backend import BackendSettings
+from queuebridge.backends.memory import MemoryBackend
 from queuebridge.bridge import Bridge
 from queuebridge.worker.tracking import Slots
 from tests.helpers import wait_until
@@ -102,3 +105,39 @@ def test_a_dead_backend_gives_its_slot_back_before_backing_off(bridge: Bridge) -
         # The dead broker's consumer backs off ~5 s: it must not hold the only slot.
         wait_until(lambda: len(ran) == 5, timeout=2.0)
     assert sorted(ran) == [0, 1, 2, 3, 4]
+
+
+def test_leases_stay_renewed_after_an_outage_while_the_pool_is_full() -> None:
+    short = MemoryBackend(BackendSettings("b0", "memory", timeout=0.2, lease_timeout=0.6))
+    other = MemoryBackend(BackendSettings("b1", "memory", timeout=0.2))
+    bridge = Bridge([short, other])
+    release = threading.Event()
+    runs: list[str] = []
+
+    @bridge.task(name="t.hold")
+    def hold(tag: str) -> None:
+        runs.append(tag)
+        release.wait(10)
+
+    try:
+        short.send(hold.job(("A",)))
+        with running(bridge, concurrency=2) as handle:
+            try:
+                wait_until(lambda: runs == ["A"])
+                calls = short.calls
+                short.break_()
+                wait_until(lambda: short.calls > calls + 2, message="b0 seen down")
+                other.send(hold.job(("B",)))  # takes the last slot
+                wait_until(lambda: sorted(runs) == ["A", "B"])
+                short.heal()
+                healed = time.monotonic()
+                # The pool is full, so b0's consumer cannot reserve: it must still
+                # notice b0 is back and renew A's lease, or A is recovered and run twice.
+                wait_until(lambda: min(lease_expiries(short), default=0.0) > healed + 0.6,
+                           timeout=3.0, message="A's lease was not renewed after b0 came back")
+            finally:
+                release.set()
+            wait_until(lambda: handle.worker.stats.succeeded == 2)
+        assert sorted(runs) == ["A", "B"]
+    finally:
+        bridge.close()
