@@ -116,3 +116,14 @@ def test_acked_and_failed_registries_are_scored_by_the_server_clock(
     failed = ahead.client.zscore(keys.failed, second.job_id)
     assert finished is not None and finished <= server_now + ahead.options.result_ttl + 5
     assert failed is not None and failed <= server_now + ahead.options.failure_ttl + 5
+
+
+def test_a_resend_by_a_host_whose_clock_is_ahead_keeps_the_delay(
+    hosts: tuple[RQBackend, RQBackend], queue: str
+) -> None:
+    _, ahead = hosts
+    delayed = Envelope.create("t", queue=queue, delay=LEASE)  # on the producer's clock
+    with clock_shifted(SKEW):
+        ahead.send(delayed)  # e.g. a spool replay on another host
+        assert ahead.reserve([queue], timeout=0) is None, "a delayed job ran early"
+    assert ahead.job_status(delayed.id) == "scheduled"

@@ -11,10 +11,11 @@ acked                     RQ's FinishedJobRegistry for ``result_ttl`` seconds
 dead-lettered             RQ's FailedJobRegistry, reason in ``exc_info``
 ========================  ==============================================
 
-Every transition is one Lua script (atomic), a batch lease and a batch ack included; a send is one
-MULTI/EXEC pipeline. Lease expiry and due times are judged by the Redis server's clock
-(``TIME`` inside the scripts), never by the calling host's: see :mod:`queuebridge_rq.scripts`.
-The host's clock only stamps RQ's informational timestamps (``enqueued_at``, ``started_at``).
+Every transition is one Lua script (atomic), a batch send, lease and ack included; a send
+leaves alone an id this broker already holds (queued, scheduled or started). Lease expiry
+and due times are judged by the Redis server's clock (``TIME`` inside the scripts), never
+by the calling host's: see :mod:`queuebridge_rq.scripts`. The host's clock only stamps
+RQ's informational timestamps (``enqueued_at``, ``started_at``).
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ from queuebridge_rq.connection import DEFAULT_URL, connect
 from queuebridge_rq.errors import translated
 from queuebridge_rq.options import OPTION_KEYS, RQOptions, check_options
 from queuebridge_rq.records import (
+    JOB_FIELDS,
     JOB_PREFIX,
     QUEUES_SET,
     QueueKeys,
     decode_job,
     encode_job,
     job_key,
+    job_values,
     rq_timestamp,
     text,
 )
@@ -117,32 +120,24 @@ class RQBackend(Backend):
         self._send_many((envelope,))
 
     def _send_many(self, envelopes: Sequence[Envelope]) -> None:
-        now = time.time()
-        stamp = rq_timestamp(now)
-        ready: dict[str, list[str]] = {}
-        delayed: dict[str, dict[str, float]] = {}
-        statuses = []
+        """One script call for the whole batch. An id whose job Redis already holds
+        (queued, scheduled or started: a spool replay, a resend after a lost reply) is
+        left alone; a finished, failed or unknown id is (re)written and queued."""
+        stamp = rq_timestamp(time.time())
+        result_ttl, failure_ttl = self.options.result_ttl, self.options.failure_ttl
+        numbers: dict[str, int] = {}
+        keys = [QUEUES_SET]
+        args: list[Any] = [JOB_PREFIX, len(JOB_FIELDS), *JOB_FIELDS]
         for envelope in envelopes:
-            keys = self.queue_keys(envelope.queue)
-            if envelope.not_before is not None and envelope.not_before > now:
-                delayed.setdefault(keys.scheduled, {})[envelope.id] = envelope.not_before
-                statuses.append("scheduled")
-            else:
-                ready.setdefault(keys.queue, []).append(envelope.id)
-                statuses.append("queued")
-        with translated(self.name, "send"), self.client.pipeline(transaction=True) as pipe:
-            # DEL first: a re-sent id (failover, spool replay) must not keep a finished
-            # predecessor's expiry or fields. Queued jobs never expire.
-            pipe.delete(*{job_key(envelope.id) for envelope in envelopes})
-            for envelope, status in zip(envelopes, statuses, strict=True):
-                pipe.hset(job_key(envelope.id), mapping=encode_job(
-                    envelope, stamp, self.options.result_ttl, self.options.failure_ttl, status))
-            for queue_key, ids in ready.items():
-                pipe.rpush(queue_key, *ids)
-            for scheduled_key, scores in delayed.items():
-                pipe.zadd(scheduled_key, scores)
-            pipe.sadd(QUEUES_SET, *{self.queue_keys(env.queue).queue for env in envelopes})
-            pipe.execute()
+            number = numbers.get(envelope.queue)
+            if number is None:
+                number = numbers[envelope.queue] = len(numbers)
+                queue_keys = self.queue_keys(envelope.queue)
+                keys += (queue_keys.queue, queue_keys.scheduled)
+            args += (number, envelope.id,
+                     "" if envelope.not_before is None else repr(envelope.not_before))
+            args += job_values(envelope, stamp, result_ttl, failure_ttl)
+        self._run("SEND", keys, args)
 
     # -- leasing -------------------------------------------------------------------
 

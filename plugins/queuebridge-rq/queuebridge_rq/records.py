@@ -5,7 +5,7 @@ RQ's tools read (``data`` = zlib-compressed JSON ``[func_name, None, args, kwarg
 exactly as RQ's ``JSONSerializer`` writes it, ``origin``, ``status``, timestamps);
 the fields RQ has no slot for (attempt, max_retries, headers, created_at,
 not_before) live in ``meta["queuebridge"]``. We write the fields ourselves, in the
-same pipeline as the queue push, so a send is one round trip; a test checks that
+same script as the queue push, so a send is one round trip; a test checks that
 ``rq.job.Job.fetch`` reads them back.
 """
 
@@ -31,12 +31,18 @@ from rq.registry import (
 from queuebridge.envelope import ENVELOPE_VERSION, Envelope
 from queuebridge.errors import EnvelopeError
 
-__all__ = ["META_KEY", "QueueKeys", "decode_job", "encode_job", "job_key", "rq_timestamp", "text"]
+__all__ = ["JOB_FIELDS", "META_KEY", "QueueKeys", "decode_job", "encode_job", "job_key",
+           "job_values", "rq_timestamp", "text"]
 
 META_KEY: Final = "queuebridge"
 JOB_PREFIX: Final[str] = Job.redis_job_namespace_prefix
 QUEUES_SET: Final[str] = Queue.redis_queues_keys
 _TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+JOB_FIELDS: Final = ("created_at", "data", "origin", "description", "enqueued_at", "result_ttl",
+                     "failure_ttl", "meta", "qb_attempt")
+"""The job hash's fields, in the order of :func:`job_values` (``status`` is set apart).
+``qb_attempt`` (the envelope's attempt, also in ``meta``) lets the send script tell a
+resend of the attempt Redis holds from the next attempt of a retry."""
 
 
 def text(value: object) -> str:
@@ -84,11 +90,12 @@ class QueueKeys:
         )
 
 
-def encode_job(envelope: Envelope, stamp: str, result_ttl: int, failure_ttl: int,
-               status: str) -> dict[EncodableT, EncodableT]:
-    """The job hash RQ's ``Job.to_dict`` writes for a freshly enqueued job, minus the
-    fields it writes empty (callbacks, worker, started/ended): RQ reads a missing field
-    as empty, and every field costs encoding time on the hot path. ``stamp`` is the
+def job_values(envelope: Envelope, stamp: str, result_ttl: int, failure_ttl: int
+               ) -> list[EncodableT]:
+    """The values of the job hash's :data:`JOB_FIELDS`, in order: what RQ's
+    ``Job.to_dict`` writes for a freshly enqueued job, minus ``status`` and the fields
+    it writes empty (callbacks, worker, started/ended): RQ reads a missing field as
+    empty, and every field costs encoding time on the hot path. ``stamp`` is the
     enqueue time in RQ's format (:func:`rq_timestamp`), computed once per batch."""
     payload = [envelope.task, None, list(envelope.args), dict(envelope.kwargs)]
     meta = {META_KEY: {
@@ -99,17 +106,26 @@ def encode_job(envelope: Envelope, stamp: str, result_ttl: int, failure_ttl: int
         "not_before": envelope.not_before,
         "headers": dict(envelope.headers),
     }}
-    return {
-        "created_at": rq_timestamp(envelope.created_at) if envelope.created_at else stamp,
-        "data": zlib.compress(json.dumps(payload, separators=(",", ":")).encode()),
-        "origin": envelope.queue,
-        "description": envelope.task,
-        "enqueued_at": stamp,
-        "result_ttl": result_ttl,
-        "failure_ttl": failure_ttl,
-        "status": status,
-        "meta": json.dumps(meta, separators=(",", ":")).encode(),
-    }
+    return [
+        rq_timestamp(envelope.created_at) if envelope.created_at else stamp,
+        zlib.compress(json.dumps(payload, separators=(",", ":")).encode()),
+        envelope.queue,
+        envelope.task,
+        stamp,
+        result_ttl,
+        failure_ttl,
+        json.dumps(meta, separators=(",", ":")).encode(),
+        envelope.attempt,
+    ]
+
+
+def encode_job(envelope: Envelope, stamp: str, result_ttl: int, failure_ttl: int,
+               status: str) -> dict[EncodableT, EncodableT]:
+    """The whole job hash (:func:`job_values` by field name, plus ``status``)."""
+    fields: dict[EncodableT, EncodableT] = dict(
+        zip(JOB_FIELDS, job_values(envelope, stamp, result_ttl, failure_ttl), strict=True))
+    fields["status"] = status
+    return fields
 
 
 def _load_json(raw: bytes | None, what: str, job_id: str) -> Any:
