@@ -31,6 +31,10 @@ _SLICE: Final = 0.05
 """Seconds the consumer holds the link lock while waiting for deliveries (recover,
 touch and the heartbeat thread get the lock in between)."""
 _SETTLE_QUIET: Final = 0.01
+_PENDING_READ: Final = 0.001
+"""Seconds a read of frames the broker already pushed may wait. Never 0: with a
+partial frame buffered, py-amqp retries a non-blocking read forever on "would
+block"; a positive timeout raises ``socket.timeout`` and keeps the partial frame."""
 _SETTLE_ROUNDS: Final = 50
 WINDOW_PER_SLOT: Final = 2
 """The prefetch window is at least this many times the largest batch asked for:
@@ -129,9 +133,12 @@ class Consumer:
                 with transport.having_timeout(wait):
                     self._read_event(connection)
         # Whatever else already sits in the socket joins this batch, without waiting.
-        # One socket timeout for the whole loop: py-amqp would set and reset it per frame.
-        with transport.having_timeout(0):
-            while self._buffered(queues) < limit and self._read_event(connection):
+        # One socket timeout for the whole loop (py-amqp would set and reset it per
+        # frame), and one deadline: a broker trickling frames cannot keep us here.
+        deadline = time.monotonic() + self.link.settings.timeout
+        with transport.having_timeout(_PENDING_READ):
+            while (self._buffered(queues) < limit and time.monotonic() < deadline
+                   and self._read_event(connection)):
                 pass
         connection.heartbeat_tick()
         self._note_traffic(time.monotonic())
@@ -249,7 +256,7 @@ class Consumer:
             if self.link.connected:
                 with self.link.guard("heartbeat") as channel:
                     self._flush(channel)
-                    with channel.connection.transport.having_timeout(0):
+                    with channel.connection.transport.having_timeout(_PENDING_READ):
                         self._read_event(channel.connection)
                     channel.connection.heartbeat_tick()
         finally:
