@@ -222,7 +222,8 @@ class Consumer:
         RabbitMQ redelivers the jobs (at least once, as with any unconfirmed ack).
         """
         # dict.pop is atomic: of a racing settle and recover, exactly one wins.
-        held = [self.leases.pop(receipt, None) is not None for receipt in receipts]
+        held = [self.leases.pop(receipt, None) is not None and self._current(receipt)
+                for receipt in receipts]
         self._acks.extend(receipt for receipt, ok in zip(receipts, held, strict=True) if ok)
         self._flush_if_free()
         return held
@@ -264,7 +265,12 @@ class Consumer:
 
     def check(self, receipt: Receipt) -> bool:
         """True if ``receipt`` is still leased on the current connection."""
-        return receipt in self.leases
+        return receipt in self.leases and self._current(receipt)
+
+    def _current(self, receipt: Receipt) -> bool:
+        """A lease survives in :attr:`leases` until the reconnect clears them, but the
+        drop already voided it: RabbitMQ redelivers what the dead connection held."""
+        return receipt.generation == self.link.generation
 
     def touch(self, receipts: Sequence[Receipt]) -> None:
         """Restart the lease clock of ``receipts``."""
