@@ -34,7 +34,7 @@ from typing import ClassVar
 
 from queuebridge.backend import BackendSettings, Capabilities, Delivery, lost_leases
 from queuebridge.envelope import Envelope, validate_queue_name
-from queuebridge.errors import BackendUnavailable, EnvelopeError, LeaseLost
+from queuebridge.errors import BackendUnavailable, EnvelopeError, LeaseLost, SerializationError
 from queuebridge.redact import redact_text
 from queuebridge_kombu.base import KombuBackend
 from queuebridge_kombu.fsclaim import Claimer
@@ -265,7 +265,7 @@ class FilesystemBackend(KombuBackend):
             older_than = now() - self.settings.lease_timeout
             moved = sum(
                 self._return_leases(self._queue(queue), older_than)
-                for queue in sorted(os.listdir(queues_dir))
+                for queue in _queues_on_disk(queues_dir)
             )
             self._sweep_tmp()
             return moved
@@ -305,6 +305,23 @@ class FilesystemBackend(KombuBackend):
                     os.rename(path, path.parent.parent / "ready" / renamed(path.name))
                 except FileNotFoundError:
                     continue
+
+
+def _queues_on_disk(queues_dir: Path) -> list[str]:
+    """The queues under ``queues/`` that can hold leases; anything else there (a stray
+    file or folder, ``lost+found``, an invalid name) is left alone."""
+    with os.scandir(queues_dir) as entries:
+        folders = [entry.name for entry in entries if entry.is_dir()]
+    return sorted(name for name in folders
+                  if _valid_queue_name(name) and (queues_dir / name / "processing").is_dir())
+
+
+def _valid_queue_name(name: str) -> bool:
+    try:
+        validate_queue_name(name)
+    except SerializationError:
+        return False
+    return True
 
 
 def _unlinked(path: str) -> bool:
