@@ -1,11 +1,15 @@
-"""AMQP leases at their edges: a dropped connection voids them at once."""
+"""AMQP leases at their edges: a dropped connection voids them at once, a failed
+re-delay gives them back at once."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
+from queuebridge_kombu.amqp import AMQPBackend
+from queuebridge_kombu.publisher import Outgoing
 
 from queuebridge.backend import Backend
 from queuebridge.drill.faultproxy import FaultProxy
@@ -64,3 +68,30 @@ def test_settling_after_the_link_dropped_is_lease_lost(
     other.ack(again[0])
     assert other.reserve([queue], timeout=0.3) is None
     assert other.dead_letters(queue) == []
+
+
+def test_a_failed_re_delay_gives_the_early_job_back_at_once(
+        queue: str, amqp_backends: list[Backend], monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = _make(amqp_backends)
+    assert isinstance(backend, AMQPBackend)
+    sent = Envelope.create("t", queue=queue, delay=0.45)  # 200 ms bucket: released early
+    backend.send(sent)
+    publish = backend._publisher.publish
+    failed: list[str] = []
+
+    def fail_the_first_re_delay(messages: Sequence[Outgoing], operation: str = "send") -> None:
+        if operation == "reserve" and not failed:
+            failed.append(operation)
+            raise BackendUnavailable("publisher link lost", backend=backend.name)
+        publish(messages, operation)
+
+    monkeypatch.setattr(backend._publisher, "publish", fail_the_first_re_delay)
+    with pytest.raises(BackendUnavailable):
+        backend.reserve_many([queue], 10, timeout=5)
+    assert failed and backend._consumer.leases == {}, "the early job stayed leased"
+
+    # Back in its queue now, not after lease_timeout: leased again when due.
+    leased = backend.reserve_many([queue], 10, timeout=3)
+    assert [d.job_id for d in leased] == [sent.id]
+    assert sent.not_before is not None and time.time() >= sent.not_before
+    backend.ack(leased[0])

@@ -118,19 +118,30 @@ class AMQPBackend(KombuBackend):
             early = [d for d in deliveries if d.envelope is not None and self._early(d.envelope)]
             if not early:
                 return deliveries
-            self._delay_again(early)
             due = [d for d in deliveries if d not in early]
+            self._delay_again(early, due)
             if due:
                 return due
 
-    def _delay_again(self, early: list[Delivery]) -> None:
-        """A delay bucket released these early (buckets round down): put them back for
-        the rest of their delay (one confirm wait); ``not_before`` is authoritative."""
-        self._publisher.publish(
-            [self._outgoing(d.envelope, d.raw) for d in early if d.envelope is not None],
-            "reserve")
-        for delivery in early:
-            self._settle(delivery)
+    def _delay_again(self, early: list[Delivery], due: list[Delivery]) -> None:
+        """A delay bucket released ``early`` too soon (buckets round down): put them back
+        for the rest of their delay (one confirm wait); ``not_before`` is authoritative.
+
+        If that publish fails, ``early`` goes back to its queue at once (not stranded
+        until ``lease_timeout``); the error is raised unless ``due`` is handed out.
+        """
+        try:
+            self._publisher.publish(
+                [self._outgoing(d.envelope, d.raw) for d in early if d.envelope is not None],
+                "reserve")
+        except QueueBridgeError:
+            self._consumer.release([d.receipt for d in early])
+            if not due:
+                raise
+            return
+        # A lease lost meanwhile is redelivered by RabbitMQ besides the re-delayed copy:
+        # a duplicate with the same id, never a loss (and no reason to fail the batch).
+        self._consumer.settle_many([d.receipt for d in early])
 
     @staticmethod
     def _early(envelope: Envelope) -> bool:

@@ -292,12 +292,29 @@ class Consumer:
                 now = time.monotonic()
                 if self._buffers and now - self.last_take > lease_timeout:
                     self._unsubscribe(channel)
-                for receipt, lease in list(self.leases.items()):
-                    if now - lease.since <= lease_timeout:
-                        continue
-                    if self.leases.pop(receipt, None) is not None:  # else acked meanwhile
-                        channel.basic_reject(receipt.tag, requeue=True)
-                        given_back += 1
+                given_back = self._reject(channel, [
+                    receipt for receipt, lease in list(self.leases.items())
+                    if now - lease.since > lease_timeout])
+        return given_back
+
+    def release(self, receipts: Sequence[Receipt]) -> None:
+        """Give leased deliveries back to their queue now (``basic.reject``, requeue).
+        Those no longer leased are skipped: acked, or RabbitMQ redelivers them."""
+        with self.link.lock:
+            if not self.link.connected:
+                for receipt in receipts:
+                    self.leases.pop(receipt, None)
+                return
+            with self._holding("release") as channel:
+                self._reject(channel, receipts)
+
+    def _reject(self, channel: Any, receipts: Sequence[Receipt]) -> int:
+        given_back = 0
+        for receipt in receipts:
+            # pop first: a lease acked meanwhile is not given back as well.
+            if self.leases.pop(receipt, None) is not None and self._current(receipt):
+                channel.basic_reject(receipt.tag, requeue=True)
+                given_back += 1
         return given_back
 
     def _unsubscribe(self, channel: Any) -> None:
