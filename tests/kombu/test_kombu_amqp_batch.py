@@ -77,6 +77,19 @@ def test_the_window_bounds_the_leases_and_widens_to_twice_the_batch(make: MakeAM
     assert rest == 22
 
 
+def test_a_window_widened_after_subscribing_applies_to_the_consumer(make: MakeAMQP) -> None:
+    backend = make(options={"prefetch": 2})
+    queue = _queue()
+    backend.send_many(_jobs(queue, 30))
+    first = _lease_all(backend, [queue], 1, expected=1)  # subscribed with a window of 2
+    held = first + _lease_all(backend, [queue], 10, expected=20, wait=3.0)
+    assert backend.prefetch_window == 20
+    # Plus at most what the old window (2) had delivered before the widening.
+    assert 20 <= len(held) <= 22, "the consumer kept the window it subscribed with"
+    for delivery in held:
+        backend.ack(delivery)
+
+
 def test_acks_from_pool_threads_while_the_consumer_waits(make: MakeAMQP) -> None:
     backend = make()
     queue, empty = _queue(), _queue("empty")

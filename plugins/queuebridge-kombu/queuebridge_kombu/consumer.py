@@ -121,6 +121,15 @@ class Consumer:
         if wanted > self.window:
             channel.basic_qos(0, wanted, False)
             self.window = wanted
+            self._resubscribe(channel)
+
+    def _resubscribe(self, channel: Any) -> None:
+        """``basic.qos`` (global false) binds only consumers created after it: the
+        existing ones subscribe again to get the new window. What they buffered or
+        leased stays valid (delivery tags belong to the channel, not the consumer)."""
+        for queue, tag in list(self._tags.items()):
+            channel.basic_cancel(tag)
+            self._consume(channel, queue)
 
     def _fill(self, channel: Any, queues: Sequence[str], limit: int, wait: float) -> None:
         """Read what the broker already pushed (a higher-priority delivery may be in
@@ -181,11 +190,13 @@ class Consumer:
         new = [queue for queue in queues if queue not in self._buffers]
         for queue in new:
             self.topology.ensure_queue(channel, queue)
-            buffer: deque[Any] = deque()
-            self._buffers[queue] = buffer
-            self._tags[queue] = channel.basic_consume(queue, callback=buffer.append)
+            self._buffers[queue] = deque()
+            self._consume(channel, queue)
         if new and len(queues) > 1:
             self._settle_in()
+
+    def _consume(self, channel: Any, queue: str) -> None:
+        self._tags[queue] = channel.basic_consume(queue, callback=self._buffers[queue].append)
 
     def _settle_in(self) -> None:
         """After subscribing, let the broker push what already waits in every queue
