@@ -106,3 +106,18 @@ def test_the_heartbeat_read_never_spins_on_a_partial_frame(
 
     calls = _in_thread(keep_alive_for_half_a_second, wait=5)
     assert isinstance(calls, int) and calls > 1, f"keepalive: {calls!r}"
+
+
+def test_depth_is_bounded_by_one_timeout_in_all(
+        proxy: ShapingProxy, queue: str, amqp_backends: list[Backend]) -> None:
+    backend = _through(proxy, amqp_backends)
+    backend.send(Envelope.create("t", queue=queue))
+    assert backend.depth(queue) == 1
+    proxy.latency = 0.1  # each of its 20+ round trips answers within the timeout
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="timed out"):
+        backend.depth(queue)
+    elapsed = time.monotonic() - start
+    assert elapsed < TIMEOUT + 0.5, f"took {elapsed:.2f}s"
+    proxy.latency = 0.0
+    assert backend.depth(queue) == 1  # reconnects by itself
