@@ -61,6 +61,11 @@ class AMQPBackend(KombuBackend):
         """Every queue name this backend declared (work, dead-letter, delay buckets)."""
         return self._topology.seen | self._consumer_topology.seen
 
+    def legacy_queues(self) -> set[str]:
+        """Work queues found declared without dead-lettering (by an earlier version):
+        what the broker drops from them vanishes (see docs/backends/kombu.md)."""
+        return self._topology.legacy | self._consumer_topology.legacy
+
     @property
     def idle_probes(self) -> int:
         """Round trips made so far to check that an idle broker still answers

@@ -3,7 +3,12 @@
 For a queue ``q``:
 
 * ``q``: durable (``x-queue-type: quorum`` with ``quorum = true``), bound to the
-  durable direct exchange (``queuebridge`` by default) with routing key ``q``;
+  durable direct exchange (``queuebridge`` by default) with routing key ``q``; what
+  the broker itself drops from it (a quorum queue's delivery limit, a reject without
+  requeue) is dead-lettered into ``q.dead`` (:func:`work_queue_arguments`). A ``q``
+  declared by an older version without those arguments is kept as it is: RabbitMQ
+  refuses to change a queue's arguments, and the probe runs on a side channel so
+  the refusal does not close the channel in use;
 * ``q.dead``: durable dead-letter queue (same type); each message carries its
   reason in the ``x-qb-reason`` header;
 * ``q.delay.<ms>``: classic durable delay buckets with ``x-message-ttl = <ms>``
@@ -19,12 +24,19 @@ import bisect
 import time
 from typing import Any, Final
 
-__all__ = ["DELAY_BUCKETS_MS", "Topology", "bucket_for", "dead_queue", "delay_queue"]
+import amqp.exceptions
+
+__all__ = ["DELAY_BUCKETS_MS", "QUORUM_DELIVERY_LIMIT", "Topology", "bucket_for", "dead_queue",
+           "delay_queue", "work_queue_arguments"]
 
 DELAY_BUCKETS_MS: Final = (
     50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000,
     600_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
 )
+QUORUM_DELIVERY_LIMIT: Final = 1000
+"""Deliveries of one message a quorum work queue allows before it dead-letters it
+(RabbitMQ 4 defaults to 20, counting every redelivery after a lost connection or a
+``recover``)."""
 _EXPIRES_MARGIN_MS: Final = 120_000
 _REDECLARE_AFTER: Final = 60.0
 """Seconds: a bucket is re-declared this often so its ``x-expires`` clock (which
@@ -48,6 +60,18 @@ def delay_queue(queue: str, bucket_ms: int) -> str:
     return f"{queue}.delay.{bucket_ms}"
 
 
+def work_queue_arguments(queue: str, *, quorum: bool) -> dict[str, Any]:
+    """Declaration arguments of the work queue ``queue``: what the broker drops from it
+    goes to its dead-letter queue (through the default exchange)."""
+    arguments: dict[str, Any] = {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead_queue(queue),
+    }
+    if quorum:
+        arguments |= {"x-queue-type": "quorum", "x-delivery-limit": QUORUM_DELIVERY_LIMIT}
+    return arguments
+
+
 class Topology:
     """What has been declared on the current connection (reset on reconnect)."""
 
@@ -57,14 +81,18 @@ class Topology:
         self._queues: set[str] = set()
         self._buckets: dict[str, float] = {}
         self._exchange_declared = False
+        self._side: Any = None
         self.seen: set[str] = set()
         """Every queue name this process declared (kept across reconnects)."""
+        self.legacy: set[str] = set()
+        """Work queues found declared without dead-lettering (by an older version)."""
 
     def reset(self) -> None:
         """Forget declarations: a new connection declares again."""
         self._queues.clear()
         self._buckets.clear()
         self._exchange_declared = False
+        self._side = None
 
     def _arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "quorum"} if self._quorum else {}
@@ -76,13 +104,34 @@ class Topology:
         if not self._exchange_declared:
             channel.exchange_declare(self.exchange, "direct", durable=True, auto_delete=False)
             self._exchange_declared = True
-        channel.queue_declare(queue, durable=True, auto_delete=False,
-                              arguments=self._arguments())
+        self._declare_work_queue(channel, queue)
         channel.queue_bind(queue, self.exchange, routing_key=queue)
         channel.queue_declare(dead_queue(queue), durable=True, auto_delete=False,
                               arguments=self._arguments())
         self._queues.add(queue)
         self.seen.update((queue, dead_queue(queue)))
+
+    def _declare_work_queue(self, channel: Any, queue: str) -> None:
+        try:
+            self._side_channel(channel).queue_declare(
+                queue, durable=True, auto_delete=False,
+                arguments=work_queue_arguments(queue, quorum=self._quorum))
+        except amqp.exceptions.PreconditionFailed:
+            # Declared without dead-lettering (see "Migrating" in docs/backends/kombu.md):
+            # keep it. A changed queue type still fails here, on the channel in use.
+            channel.queue_declare(queue, durable=True, auto_delete=False,
+                                  arguments=self._arguments())
+            self.legacy.add(queue)
+        else:
+            self.legacy.discard(queue)
+
+    def _side_channel(self, channel: Any) -> Any:
+        """A channel beside ``channel`` for declarations the broker may refuse (it
+        closes the channel; py-amqp reopens it, without confirm mode or consumers)."""
+        side = self._side
+        if side is None or side.connection is not channel.connection or not side.is_open:
+            side = self._side = channel.connection.channel()
+        return side
 
     def ensure_bucket(self, channel: Any, queue: str, bucket_ms: int) -> str:
         """Declare (or refresh) a delay bucket of ``queue``; return its name."""
