@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from queuebridge.drill.servers import RedisProcess
+from queuebridge.errors import QueueBridgeError
 from tests.rabbit_server import RabbitProcess, find_rabbitmq_server
 
 
@@ -45,3 +48,15 @@ def private_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitP
     node.start()
     yield node
     node.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server (AOF, fsync always) this test may kill and restart."""
+    try:
+        server = RedisProcess(tmp_path / "redis")
+        server.start()
+    except QueueBridgeError as exc:
+        server_missing(f"redis-server ({exc})")
+    yield server
+    server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from queuebridge.drill.servers import RedisProcess
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 QUICK = ["--jobs", "600", "--rate", "200", "--fault-at", "0.2", "--down-for", "1", "--json"]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _drill(*args: str) -> dict[str, object]:

@@ -46,14 +46,6 @@ def _assert_no_loss(report: DrillReport) -> None:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def amqp_proxy(rabbitmq: None) -> Iterator[FaultProxy]:
     proxy = FaultProxy("127.0.0.1", 5672)
     yield proxy

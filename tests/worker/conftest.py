@@ -20,8 +20,6 @@ from types import ModuleType
 import pytest
 
 from queuebridge.drill.servers import RedisProcess
-from queuebridge.errors import QueueBridgeError
-from tests.conftest import server_missing
 
 APP = '''
 import os
@@ -108,18 +106,6 @@ class App:
     def log(self, process: subprocess.Popen[bytes]) -> str:
         """What ``process`` printed so far."""
         return (self.root / f"process{self.processes.index(process)}.log").read_text()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A private redis-server (AOF, fsync always) this test may kill and restart."""
-    try:
-        server = RedisProcess(tmp_path / "redis")
-        server.start()
-    except QueueBridgeError as exc:
-        server_missing(f"redis-server ({exc})")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
