@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from queuebridge import heartbeat
 from queuebridge.checkpoint import SQLiteCheckpoints
 from queuebridge.dedup import Claim, SQLiteDedupStore, StoreUnavailable
 from queuebridge.errors import SerializationError
@@ -86,12 +88,16 @@ def test_checkpoints_round_trip_and_clear(tmp_path: Path) -> None:
         checkpoints.save("j1", {"when": time})
 
 
-def test_heartbeats_list_live_and_dead_workers(tmp_path: Path) -> None:
+def test_heartbeats_list_live_and_dead_workers(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "state.sqlite3"
     beats = SQLiteHeartbeats(path)
     beats.beat(WorkerInfo("w1", "host", 1, ("b0",), ("default",), ("j1",), interval=5))
     beats.beat(WorkerInfo("w2", "host", 2, ("b0",), ("default",), interval=0.0001))
     workers = list_workers(path)
+    # Judge liveness one second later: w2 (0.1 ms interval) is long dead, w1 is not.
+    later = time.time() + 1.0
+    monkeypatch.setattr(heartbeat, "time", SimpleNamespace(time=lambda: later))
     assert [w.name for w in workers] == ["w1", "w2"]
     assert workers[0].current_jobs == ("j1",) and workers[0].alive
     assert not workers[1].alive
